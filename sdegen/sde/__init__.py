@@ -1,0 +1,17 @@
+"""Forward SDEs: the abstract contracts and the shipped linear SDEs."""
+
+from .base import AbstractLinearSDE, AbstractSDE
+from .linear import LinearSDE
+from .ou import OUSDE
+from .ve import VESDE
+from .vp import SubVPSDE, VPSDE
+
+__all__ = [
+    "OUSDE",
+    "VESDE",
+    "VPSDE",
+    "AbstractLinearSDE",
+    "AbstractSDE",
+    "LinearSDE",
+    "SubVPSDE",
+]
