@@ -54,7 +54,13 @@ def fokker_planck_residual(
         x = x.detach().requires_grad_(True)
         t = t.detach().requires_grad_(True)
         logp = log_density(x, t)
-        dlogp_dt, score = torch.autograd.grad(logp.sum(), (t, x), create_graph=True)
+        dlogp_dt, score = torch.autograd.grad(
+            logp.sum(), (t, x), create_graph=True, allow_unused=True
+        )
+        if dlogp_dt is None:  # a stationary density
+            dlogp_dt = torch.zeros_like(t)
+        if score is None:
+            raise ValueError("log_density(x, t) does not depend on x")
         lap = _divergence(score, x, create_graph=False)
         f = sde.drift(x, t)
         div_f = _divergence(f, x, create_graph=False) if f.requires_grad else torch.zeros_like(t)

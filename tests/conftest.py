@@ -1,0 +1,53 @@
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+import sdegen
+
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", deadline=None, max_examples=20)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def make_mixture(d: int, k: int = 3, seed: int = 0, full: bool = True) -> sdegen.GaussianMixture:
+    """A well-conditioned mixture with separated means, reproducible from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    means = 1.5 * torch.randn(k, d, generator=g, dtype=torch.float64)
+    weights = torch.rand(k, generator=g, dtype=torch.float64) + 0.5
+    weights = weights / weights.sum()
+    if full:
+        a = torch.randn(k, d, d, generator=g, dtype=torch.float64)
+        covs = 0.3 * a @ a.transpose(-1, -2) / d + 0.05 * torch.eye(d, dtype=torch.float64)
+    else:
+        covs = 0.1 + 0.4 * torch.rand(k, d, generator=g, dtype=torch.float64)
+    return sdegen.GaussianMixture(means, covs, weights)
+
+
+def all_linear_sdes() -> list[sdegen.AbstractLinearSDE]:
+    """Every linear SDE the library ships, in representative settings; a new SDE is tested by
+    adding it here."""
+    return [
+        sdegen.VPSDE(),
+        sdegen.VPSDE(schedule="cosine"),
+        sdegen.SubVPSDE(),
+        sdegen.VESDE(),
+        sdegen.OUSDE(theta=0.7, sigma=1.3, mu=0.4, T=3.0),
+        sdegen.LinearSDE(beta=lambda t: 0.1 + 19.9 * t),
+        sdegen.LinearSDE(
+            drift_coeff=lambda t: -torch.sin(3 * t) - 0.5, diffusion=lambda t: 1 + t**2, T=2.0
+        ),
+    ]
+
+
+@pytest.fixture(params=all_linear_sdes(), ids=repr)
+def linear_sde(request):
+    return request.param
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator().manual_seed(1234)
