@@ -9,13 +9,14 @@ score and prints a Markdown table:
 - BrownianInterval path: the same torchsde solve through ``sdegen.ReverseSDE.solve`` with
   torchsde's default ``torchsde.BrownianInterval``, which shows why ``StepBrownian`` exists.
 
-Times include drawing the prior noise; each is the median (or ``--stat min``) of ``--repeats``
-interleaved runs after a warm-up. Peak extra memory is the rise of the process's peak RSS
-(``VmHWM``, reset through ``/proc/self/clear_refs``; Linux only) over its RSS before one run.
-The hand loop and ``sample()`` draw the same random numbers, so their samples agree up to
-rounding; the largest difference is printed as a check.
+Times include drawing the prior noise; each is the median (or ``--stat min``) of interleaved
+rounds after a warm-up round (``--repeats`` rounds, fewer, but at least 3, where that would take
+over ``--budget`` seconds). Peak extra memory is the rise of the peak RSS (``VmHWM``, reset via
+``/proc/self/clear_refs`` after ``malloc_trim``; Linux/glibc only, else NaN) over the RSS before
+one run. The hand loop and ``sample()`` draw the same random numbers, so their samples agree up
+to rounding; the largest difference is printed as a check.
 
-Run:  python benchmarks/bench_sampling.py            (about a minute or two)
+Run:  python benchmarks/bench_sampling.py            (about 2 minutes on one core)
       python benchmarks/bench_sampling.py --quick    (a few seconds)
 """
 
@@ -86,7 +87,7 @@ def scores(sde, d):
     """``(label, score)`` rows for dimension ``d``: a Gaussian-mixture score, and for large ``d``
     also the cheapest exact score, that of N(0, I) data (``p_t = N(0, I)`` under the VP SDE)."""
     g = torch.Generator().manual_seed(1)
-    if d <= 16:
+    if d < 16:  # 8 modes on a circle in the first two coordinates; d >= 2
         angles = torch.arange(8) * (2 * math.pi / 8)
         means = 4 * torch.stack([angles.cos(), angles.sin()], 1)
         means = torch.cat([means, torch.zeros(8, d - 2)], 1)

@@ -109,6 +109,4 @@ def check_time_in_range(name: str, t: Tensor, t_min: float, T: float) -> None:
     lo, hi = float(t.min()), float(t.max())
     # Compare in t's own dtype so that float32(t_min) counts as inside the range.
     if bool((t < t.new_tensor(t_min)).any()) or bool((t > t.new_tensor(T)).any()):
-        raise ValueError(
-            f"{name} must lie in [t_min, T] = [{t_min}, {T}]; got min {lo}, max {hi}"
-        )
+        raise ValueError(f"{name} must lie in [t_min, T] = [{t_min}, {T}]; got min {lo}, max {hi}")

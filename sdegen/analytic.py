@@ -22,7 +22,8 @@ class GaussianMixture:
     and its exact marginal ``p_t`` under any linear SDE.
 
     Under ``x_t | x_0 ~ N(m(t) x_0 + c(t), s(t)^2 I)`` a mixture stays a mixture: means become
-    ``m mu_k + c`` and covariances ``m^2 Sigma_k + s^2 I``. Each ``Sigma_k = U_k diag(lambda_k) U_k^T``
+    ``m mu_k + c`` and covariances ``m^2 Sigma_k + s^2 I``. Each
+    ``Sigma_k = U_k diag(lambda_k) U_k^T``
     is diagonalised once, so ``p_t`` at any (per-sample) time costs one rotation per component and
     its log-density is differentiable in ``x`` and ``t``.
 
@@ -158,9 +159,7 @@ class GaussianMixture:
             diff = diff - c[:, None, None]
         z = diff if U is None else torch.einsum("bkd,kde->bke", diff, U)
         v = (m * m)[:, None, None] * lam[None] + s2[:, None, None]
-        log_joint = log_w - 0.5 * (
-            (z * z / v).sum(-1) + torch.log(v).sum(-1) + self.dim * _LOG_2PI
-        )
+        log_joint = log_w - 0.5 * ((z * z / v).sum(-1) + torch.log(v).sum(-1) + self.dim * _LOG_2PI)
         return log_joint, z / v, U
 
     def _log_prob(self, x: Tensor, m: Tensor, c: Tensor | None, s2: Tensor) -> Tensor:
@@ -181,7 +180,7 @@ class GaussianMixture:
         x = check_tensor("x", x, min_dim=2)
         if tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(
-                f"x must have shape (batch, *event) = (batch, {', '.join(map(str, self.event_shape))}); "
+                f"x must have shape (batch, *event) with event {self.event_shape}; "
                 f"got {tuple(x.shape)}"
             )
         return x
@@ -277,4 +276,3 @@ class GaussianMixture:
             f"GaussianMixture(n_components={self.n_components}, event_shape={self.event_shape}, "
             f"covariance={'full' if self._U is not None else 'diagonal'})"
         )
-

@@ -42,8 +42,12 @@ def test_vp_variance_law_on_mixture():
     gm = make_mixture(3)
     for t in [1e-4, 0.1, 0.5, 1.0]:
         B = 0.1 * t + 0.5 * t**2 * (20.0 - 0.1)
-        expected = torch.eye(3, dtype=F64) + math.exp(-B) * (gm.covariance() - torch.eye(3, dtype=F64))
-        torch.testing.assert_close(gm.marginal(sde, t).covariance(), expected, rtol=1e-12, atol=1e-14)
+        expected = torch.eye(3, dtype=F64) + math.exp(-B) * (
+            gm.covariance() - torch.eye(3, dtype=F64)
+        )
+        torch.testing.assert_close(
+            gm.marginal(sde, t).covariance(), expected, rtol=1e-12, atol=1e-14
+        )
 
 
 def test_ve_preserves_mean_and_adds_variance():
@@ -54,7 +58,10 @@ def test_ve_preserves_mean_and_adds_variance():
         torch.testing.assert_close(pt.mean(), gm.mean(), rtol=0, atol=1e-14)
         added = 0.01**2 * ((50 / 0.01) ** (2 * t) - 1)
         torch.testing.assert_close(
-            pt.covariance(), gm.covariance() + added * torch.eye(3, dtype=F64), rtol=1e-12, atol=1e-14
+            pt.covariance(),
+            gm.covariance() + added * torch.eye(3, dtype=F64),
+            rtol=1e-12,
+            atol=1e-14,
         )
 
 
@@ -152,9 +159,7 @@ def test_kernel_matches_simulation(sde):
     n, d = 4000, 2
     t1 = min(sde.T, 0.6)
     x0 = torch.tensor([[1.5, -0.5]], dtype=F64).expand(n, d)
-    xt = simulate_forward(
-        sde, x0, 0.0, t1, steps=400, generator=torch.Generator().manual_seed(7)
-    )
+    xt = simulate_forward(sde, x0, 0.0, t1, steps=400, generator=torch.Generator().manual_seed(7))
     t = torch.tensor([t1], dtype=F64)
     mean = sde.marginal_mean(x0[:1], t)[0].numpy()
     std = float(sde.marginal_std(t))
@@ -176,7 +181,9 @@ def test_kernel_score_and_perturb_agree():
     t = _times(sde, 16)
     xt = sde.perturb(x0, t, noise)
     score = sde.kernel_score(xt, x0, t)
-    torch.testing.assert_close(score, -noise / sde.marginal_std(t)[:, None, None], rtol=1e-10, atol=0)
+    torch.testing.assert_close(
+        score, -noise / sde.marginal_std(t)[:, None, None], rtol=1e-10, atol=0
+    )
     xt_ = xt.clone().requires_grad_(True)
     (auto,) = torch.autograd.grad(sde.kernel_log_prob(xt_, x0, t).sum(), xt_)
     torch.testing.assert_close(score, auto, rtol=1e-10, atol=1e-12)
@@ -235,7 +242,9 @@ def test_prior_sample_and_log_prob(linear_sde):
     g = torch.Generator().manual_seed(3)
     x = linear_sde.prior_sample((20000, 2), g, dtype=F64)
     assert x.shape == (20000, 2)
-    np.testing.assert_allclose(x.mean(0), linear_sde.prior_mean, atol=5 * linear_sde.prior_std / 141)
+    np.testing.assert_allclose(
+        x.mean(0), linear_sde.prior_mean, atol=5 * linear_sde.prior_std / 141
+    )
     np.testing.assert_allclose(x.std(0), linear_sde.prior_std, rtol=0.03)
     loc = torch.tensor(linear_sde.prior_mean, dtype=F64)
     ref = torch.distributions.Normal(loc, linear_sde.prior_std).log_prob(x).sum(1)

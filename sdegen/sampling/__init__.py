@@ -3,4 +3,11 @@
 from .brownian import StepBrownian
 from .core import SampleResult, SamplingMethod, StabilityWarning, methods, sample
 
-__all__ = ["SampleResult", "SamplingMethod", "StabilityWarning", "StepBrownian", "methods", "sample"]
+__all__ = [
+    "SampleResult",
+    "SamplingMethod",
+    "StabilityWarning",
+    "StepBrownian",
+    "methods",
+    "sample",
+]

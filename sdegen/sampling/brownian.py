@@ -23,7 +23,7 @@ class StepBrownian(torchsde.BaseBrownian):
     same increment, any other out-of-order query raises) so it cannot silently give a wrong law.
     """
 
-    __slots__ = ("_dtype", "_device", "_shape", "_generator", "_last", "_last_out", "_tol")
+    __slots__ = ("_device", "_dtype", "_generator", "_last", "_last_out", "_shape", "_tol")
 
     def __init__(
         self,

@@ -4,7 +4,7 @@ from .base import AbstractLinearSDE, AbstractSDE
 from .linear import LinearSDE
 from .ou import OUSDE
 from .ve import VESDE
-from .vp import SubVPSDE, VPSDE
+from .vp import VPSDE, SubVPSDE
 
 __all__ = [
     "OUSDE",

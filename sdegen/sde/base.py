@@ -35,7 +35,8 @@ class AbstractSDE(abc.ABC):
 
     Capabilities are attributes, read by samplers and tests instead of checking classes:
 
-    - ``noise_type = "diagonal"``: ``g(t)`` multiplies an independent Brownian motion per coordinate.
+    - ``noise_type = "diagonal"``: ``g(t)`` multiplies an independent Brownian motion per
+      coordinate.
     - ``has_marginal``: whether the closed-form kernel ``p(x_t | x_0)`` is available
       (the methods of :class:`AbstractLinearSDE`).
 
@@ -78,7 +79,7 @@ class AbstractSDE(abc.ABC):
         """Log-density of the prior. ``x``: ``(batch, *event)``; returns ``(batch,)``."""
 
     def time(self, t: float | Tensor, x: Tensor, name: str = "t") -> Tensor:
-        """Validate ``t`` against ``[t_min, T]`` and return it as a ``(batch,)`` tensor like ``x``."""
+        """Check ``t`` lies in ``[t_min, T]``; return it as a ``(batch,)`` tensor like ``x``."""
         t = as_time(name, t, x.shape[0], x)
         check_time_in_range(name, t, self.t_min, self.T)
         return t

@@ -139,7 +139,9 @@ class LinearSDE(AbstractLinearSDE):
             self._a: Schedule = lambda t: -0.5 * _eval("beta", beta, t)
             self._g: Schedule = lambda t: torch.sqrt(_eval("beta", beta, t))
             if integrated_beta is not None:
-                self._log_m: Schedule = lambda t: -0.5 * _eval("integrated_beta", integrated_beta, t)
+                self._log_m: Schedule = lambda t: (
+                    -0.5 * _eval("integrated_beta", integrated_beta, t)
+                )
             else:
                 self._log_m = _HermiteTable(self._a, self.T, cells)
             self._var: Schedule = lambda t: -torch.expm1(2 * self._log_m(t))

@@ -12,7 +12,8 @@ from .base import AbstractLinearSDE
 class OUSDE(AbstractLinearSDE):
     """Ornstein–Uhlenbeck SDE ``dx = theta (mu - x) dt + sigma dw``.
 
-    Kernel: ``x_t | x_0 ~ N(mu + exp(-theta t) (x_0 - mu), sigma^2 / (2 theta) (1 - exp(-2 theta t)) I)``.
+    Kernel: ``x_t | x_0 ~ N(mu + exp(-theta t) (x_0 - mu), v(t) I)`` with
+    ``v(t) = sigma^2 / (2 theta) (1 - exp(-2 theta t))``.
     Prior: the stationary law ``N(mu, sigma^2 / (2 theta) I)``, which ``p_T`` approaches when
     ``theta T`` is a few units or more (``exp(-theta T)`` is the remaining memory of the data).
 

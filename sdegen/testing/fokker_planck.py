@@ -25,9 +25,7 @@ def _divergence(y: Tensor, x: Tensor, *, create_graph: bool) -> Tensor:
     return div
 
 
-def fokker_planck_residual(
-    sde, log_density: LogDensity, x: Tensor, t: float | Tensor
-) -> Tensor:
+def fokker_planck_residual(sde, log_density: LogDensity, x: Tensor, t: float | Tensor) -> Tensor:
     """Relative residual of the log-form Fokker–Planck equation at each point.
 
     For ``dx = f dt + g(t) dw`` the density obeys ``∂_t p = -∇·(f p) + ½ g^2 Δp``; divided by ``p``,

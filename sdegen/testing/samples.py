@@ -104,7 +104,9 @@ def check_samples(
     return SampleCheck(names, np.asarray(statistics), p_arr, alpha, passed)
 
 
-def assert_samples(samples: Tensor, mixture: GaussianMixture, *, alpha: float = 1e-3) -> SampleCheck:
+def assert_samples(
+    samples: Tensor, mixture: GaussianMixture, *, alpha: float = 1e-3
+) -> SampleCheck:
     """:func:`check_samples`, raising ``AssertionError`` with the worst test when it fails."""
     report = check_samples(samples, mixture, alpha=alpha)
     if not report.passed:

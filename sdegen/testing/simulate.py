@@ -28,7 +28,7 @@ class _ForwardTorchSDE(torch.nn.Module):
         return self.sde.drift(x, t).reshape(y.shape)
 
     def g(self, t: Tensor, y: Tensor) -> Tensor:
-        x, t = self._x_t(t, y)
+        _, t = self._x_t(t, y)
         return append_dims(self.sde.diffusion(t), 2).expand_as(y)
 
 
@@ -51,5 +51,7 @@ def simulate_forward(
     bm = StepBrownian(t0, tuple(y0.shape), dtype=x0.dtype, device=x0.device, generator=generator)
     ts = torch.tensor([t0, t1], dtype=torch.float64, device=x0.device)
     dt = (t1 - t0) / steps * (1 + 1e-10)
-    ys = torchsde.sdeint(_ForwardTorchSDE(sde, tuple(x0.shape[1:])), y0, ts, bm=bm, method=method, dt=dt)
+    ys = torchsde.sdeint(
+        _ForwardTorchSDE(sde, tuple(x0.shape[1:])), y0, ts, bm=bm, method=method, dt=dt
+    )
     return ys[-1].reshape(x0.shape)
