@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` (the main job) and `make test`.
+# torch is pinned to the CPU wheel that lies on this kind of machine and installed before the
+# package, so pip never resolves a newer (CUDA) torch in a fresh environment.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench env clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+env: $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[test,plot]"
+
+demo: env
+	$(BIN)/sdegen demo --out runs/demo
+
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: env
+	$(BIN)/python benchmarks/bench_sampling.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
