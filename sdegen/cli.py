@@ -113,7 +113,9 @@ def _scatter(samples: dict[str, torch.Tensor], gm: GaussianMixture, path: Path) 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdegen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="closed-form demo: sample a 2-D mixture with its exact score")
+    demo = sub.add_parser(
+        "demo", help="closed-form demo: a 2-D mixture sampled with its exact score"
+    )
     demo.add_argument("--sde", choices=sorted(_SDES), default="vp")
     demo.add_argument("--n", type=int, default=4000, help="samples per method")
     demo.add_argument("--seed", type=int, default=0)

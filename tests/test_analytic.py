@@ -107,7 +107,7 @@ def test_sample_check_rejects_wrong_correlation():
     x = indep.sample(4000, torch.Generator().manual_seed(0), dtype=F64)
     report = check_samples(x, gm)
     assert not report.passed
-    assert report.worst()[0] == "cov[0,1]"
+    assert report.worst()[0] == "white[0,1]"
 
 
 def test_marginal_at_large_t_approaches_vp_prior():

@@ -23,7 +23,11 @@ NAN = float("nan")
         (lambda: sdegen.VPSDE(5.0, 1.0), ValueError, r"beta_max must be >= beta_min"),
         (lambda: sdegen.SubVPSDE(beta_max=math.inf), ValueError, r"beta_max must be finite"),
         (lambda: sdegen.VPSDE(schedule="quadratic"), ValueError, r"schedule must be one of"),
-        (lambda: sdegen.VPSDE(schedule="cosine", T=1.0), ValueError, r"T must be < 1 for the cosine"),
+        (
+            lambda: sdegen.VPSDE(schedule="cosine", T=1.0),
+            ValueError,
+            r"T must be < 1 for the cosine",
+        ),
         (lambda: sdegen.VPSDE(t_min=0.0), ValueError, r"t_min must be > 0"),
         (lambda: sdegen.VESDE(t_min=0.5, T=0.1), ValueError, r"t_min must be smaller than T"),
         (lambda: sdegen.OUSDE(theta=0.0), ValueError, r"theta must be > 0"),
@@ -56,11 +60,15 @@ def test_bad_kernel_inputs():
     sde = sdegen.VPSDE()
     x0 = torch.zeros(4, 2)
     noise = torch.zeros(4, 2)
-    with pytest.raises(ValueError, match=r"t must lie in \[t_min, T\] = \[1e-05, 1.0\]; got min 0.0"):
+    with pytest.raises(
+        ValueError, match=r"t must lie in \[t_min, T\] = \[1e-05, 1.0\]; got min 0.0"
+    ):
         sde.perturb(x0, torch.tensor([0.0, 0.5, 0.5, 0.5]), noise)
     with pytest.raises(ValueError, match=r"t must lie in .* max 1.5"):
         sde.perturb(x0, 1.5, noise)
-    with pytest.raises(ValueError, match=r"t must be a float or a tensor of shape \(batch,\) = \(4,\)"):
+    with pytest.raises(
+        ValueError, match=r"t must be a float or a tensor of shape \(batch,\) = \(4,\)"
+    ):
         sde.perturb(x0, torch.full((3,), 0.5), noise)
     with pytest.raises(ValueError, match=r"x0 contains 1 NaN or inf"):
         sde.perturb(torch.tensor([[NAN, 0.0]] + [[0.0, 0.0]] * 3), 0.5, noise)
@@ -164,7 +172,9 @@ def test_bad_sample_arguments_fail_before_any_solver_runs(kwargs, exc, match):
 @pytest.mark.parametrize("method", ["euler", "ode_rk4"])
 def test_score_with_wrong_output_shape(method):
     score = _CountingScore(lambda x: x[:, :1])
-    with pytest.raises(ValueError, match=r"score\(x, t\) must return a tensor shaped like x \(4, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"score\(x, t\) must return a tensor shaped like x \(4, 2\)"
+    ):
         sdegen.sample(sdegen.VPSDE(), score, (4, 2), method=method, steps=5)
     assert score.calls == 1
 

@@ -16,14 +16,16 @@ from ..analytic import GaussianMixture
 
 @dataclasses.dataclass
 class SampleCheck:
-    """Result of :func:`check_samples`.
+    """Result of a Bonferroni-combined family of tests.
 
     Attributes:
-        names: one name per test (e.g. ``"ks[3]"``, ``"mean[0]"``, ``"cov[0,1]"``).
-        statistics: the KS distance or the z-score of each test.
-        p_values: two-sided p-values.
-        alpha: family-wise level; each test is run at ``alpha / len(names)`` (Bonferroni).
+        names: one name per test (e.g. ``"ks[3]"``, ``"mean[0]"``, ``"white[0,1]"``).
+        statistics: the KS distance, Cramér–von Mises statistic or z-score of each test.
+        p_values: p-values.
+        alpha: family-wise level; each test is run at ``alpha / len(names)`` (Bonferroni), so the
+            chance that a correct law fails is at most ``alpha``.
         passed: whether no test rejected.
+        notes: what else the verdict depends on (e.g. a solver's step bias).
     """
 
     names: list[str]
@@ -31,18 +33,21 @@ class SampleCheck:
     p_values: np.ndarray
     alpha: float
     passed: bool
+    notes: str = ""
 
     def worst(self) -> tuple[str, float, float]:
+        """``(name, statistic, p-value)`` of the test with the smallest p-value."""
         i = int(np.argmin(self.p_values))
         return self.names[i], float(self.statistics[i]), float(self.p_values[i])
 
     def __str__(self) -> str:
         name, stat, p = self.worst()
         verdict = "pass" if self.passed else "FAIL"
-        return (
+        text = (
             f"{verdict}: {len(self.names)} tests at family level {self.alpha:g}; worst {name} "
             f"statistic {stat:.4g}, p = {p:.3g} (threshold {self.alpha / len(self.names):.3g})"
         )
+        return f"{text}; {self.notes}" if self.notes else text
 
 
 def _z_test(h: np.ndarray, expected: float) -> tuple[float, float]:
@@ -52,63 +57,80 @@ def _z_test(h: np.ndarray, expected: float) -> tuple[float, float]:
     return float(z), float(2 * stats.norm.sf(abs(z)))
 
 
+def _combine(names, statistics, p_values, alpha, notes="") -> SampleCheck:
+    p_arr = np.asarray(p_values, dtype=float)
+    passed = bool((p_arr >= alpha / len(names)).all())
+    stats_arr = np.asarray(statistics, dtype=float)
+    return SampleCheck(list(names), stats_arr, p_arr, alpha, passed, notes)
+
+
 def check_samples(
     samples: Tensor,
-    mixture: GaussianMixture,
+    law: GaussianMixture,
     *,
     alpha: float = 1e-3,
-    covariances: bool = True,
+    cramer_von_mises: bool = True,
+    notes: str = "",
 ) -> SampleCheck:
-    """Test whether ``samples`` ``(n, *event)`` are draws from ``mixture``.
+    """Test whether ``samples`` ``(n, *event)`` are independent draws from ``law``.
 
-    Runs, per coordinate, a Kolmogorov–Smirnov test against the exact 1-D marginal CDF and a
-    z-test of the mean; and for every pair ``i <= j`` a z-test of ``E[(x_i - mu_i)(x_j - mu_j)]``
-    against the exact covariance (per-coordinate tests alone miss wrong correlations). z-tests use
-    the samples' own standard error. All tests are combined by Bonferroni at family level ``alpha``.
+    Per coordinate: Kolmogorov–Smirnov and (optionally) Cramér–von Mises tests against the exact
+    1-D marginal CDF, and a z-test of the mean. Then the samples are whitened with the law's
+    covariance ``Σ = L L^T`` (``y = L^{-1}(x - mu)``, so ``E[y y^T] = I``) and every entry
+    ``E[y_i y_j]``, ``i <= j``, is z-tested: the diagonal tests the variances, the off-diagonal
+    entries the correlations that per-coordinate tests cannot see. z-tests use the samples' own
+    standard error (valid for any law with finite fourth moments). All tests are combined by
+    Bonferroni at family level ``alpha``.
     """
     samples = check_tensor("samples", samples, min_dim=2)
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1); got {alpha}")
     x = samples.detach().reshape(samples.shape[0], -1).double().cpu().numpy()
-    d = x.shape[1]
-    if d != mixture.dim:
-        raise ValueError(f"samples have {d} coordinates per sample; the mixture has {mixture.dim}")
-    w = mixture.weights.numpy()
-    mu_k = mixture.means.reshape(-1, d).numpy()
-    var_k = torch.diagonal(mixture.covs, dim1=-2, dim2=-1).numpy()
-    mu = mixture.mean().reshape(-1).numpy()
-    cov = mixture.covariance().numpy()
+    n, d = x.shape
+    if d != law.dim:
+        raise ValueError(f"samples have {d} coordinates per sample; the law has {law.dim}")
+    if n < 20:
+        raise ValueError(f"need at least 20 samples for these tests; got {n}")
+    w = law.weights.numpy()
+    mu_k = law.means.reshape(-1, d).numpy()
+    var_k = torch.diagonal(law.covs, dim1=-2, dim2=-1).numpy()
+    mu = law.mean().reshape(-1).numpy()
+    cov = law.covariance().numpy()
     names, statistics, p_values = [], [], []
     for i in range(d):
         sd = np.sqrt(var_k[:, i])
 
         def cdf(v, i=i, sd=sd):
-            z = (np.asarray(v)[..., None] - mu_k[:, i]) / sd
+            z = (np.asarray(v, dtype=float)[..., None] - mu_k[:, i]) / sd
             return (w * 0.5 * special.erfc(-z / np.sqrt(2))).sum(-1)
 
         ks = stats.kstest(x[:, i], cdf)
         names.append(f"ks[{i}]")
         statistics.append(ks.statistic)
         p_values.append(ks.pvalue)
+        if cramer_von_mises:
+            cvm = stats.cramervonmises(x[:, i], cdf)
+            names.append(f"cvm[{i}]")
+            statistics.append(cvm.statistic)
+            p_values.append(min(max(cvm.pvalue, 0.0), 1.0))
         z, p = _z_test(x[:, i], mu[i])
         names.append(f"mean[{i}]")
         statistics.append(z)
         p_values.append(p)
-    centred = x - mu
-    pairs = [(i, j) for i in range(d) for j in range(i, d)] if covariances else []
-    for i, j in pairs:
-        z, p = _z_test(centred[:, i] * centred[:, j], cov[i, j])
-        names.append(f"cov[{i},{j}]")
-        statistics.append(z)
-        p_values.append(p)
-    p_arr = np.asarray(p_values)
-    passed = bool((p_arr >= alpha / len(names)).all())
-    return SampleCheck(names, np.asarray(statistics), p_arr, alpha, passed)
+    chol = np.linalg.cholesky(cov)
+    white = np.linalg.solve(chol, (x - mu).T).T
+    for i in range(d):
+        for j in range(i, d):
+            z, p = _z_test(white[:, i] * white[:, j], 1.0 if i == j else 0.0)
+            names.append(f"white[{i},{j}]")
+            statistics.append(z)
+            p_values.append(p)
+    return _combine(names, statistics, p_values, alpha, notes)
 
 
-def assert_samples(
-    samples: Tensor, mixture: GaussianMixture, *, alpha: float = 1e-3
-) -> SampleCheck:
+def assert_samples(samples: Tensor, law: GaussianMixture, *, alpha: float = 1e-3) -> SampleCheck:
     """:func:`check_samples`, raising ``AssertionError`` with the worst test when it fails."""
-    report = check_samples(samples, mixture, alpha=alpha)
+    report = check_samples(samples, law, alpha=alpha)
     if not report.passed:
         raise AssertionError(str(report))
     return report
