@@ -122,6 +122,27 @@ class DoubleWell(sdegen.AbstractSDE):
         """``∇ log p(x) = (x - x^3) / eps``: the exact score of ``p_t`` when ``p_0 = p``."""
         return (x - x**3) / self.eps
 
+    def second_moment(self):
+        """``E[x^2]`` of one coordinate under the stationary law (scipy quad)."""
+
+        def integrand(x):  # x^2 p(x) on x > 0, doubled by symmetry
+            return 2 * x * x * math.exp(self.phi(x) / self.eps - self.log_norm)
+
+        halves = [(0.0, 1.0), (1.0, math.inf)]
+        return sum(integrate.quad(integrand, a, b, epsrel=1e-12)[0] for a, b in halves)
+
+    def tilted_right_mass(self, c):
+        """``P(x > 0)`` under the tilted law ``∝ p(x) exp(c x)`` (scipy quad)."""
+        peak = 0.25 / self.eps
+
+        def mass(a, b):
+            return integrate.quad(
+                lambda x: math.exp(self.phi(x) / self.eps - peak + c * x), a, b, epsrel=1e-12
+            )[0]
+
+        right = mass(0.0, 1.0) + mass(1.0, math.inf)
+        return right / (right + mass(-1.0, 0.0) + mass(-math.inf, -1.0))
+
     def stationary_cdf(self, v):
         """The exact 1-D stationary CDF (numpy in, numpy out)."""
         v = np.asarray(v, dtype=np.float64)
@@ -226,6 +247,14 @@ def main(argv=None):
     )
     if not rel < 1e-8:
         failures.append("normalising constant")
+    # ... and prior_sample against the second moment by quadrature.
+    gen = torch.Generator().manual_seed(args.seed + 4)
+    draws = sde.prior_sample((n, d), gen, dtype=dtype).flatten().numpy()
+    m2 = sde.second_moment()
+    z = (np.mean(draws**2) - m2) / (np.std(draws**2, ddof=1) / math.sqrt(draws.size))
+    print(f"    prior_sample: mean x^2 = {np.mean(draws**2):.4f} vs {m2:.4f} (quad), z = {z:+.2f}")
+    if not abs(z) < 4:
+        failures.append("prior_sample")
 
     # 2. Fokker–Planck: the stationary density must make the residual vanish.
     t0 = time.perf_counter()
@@ -300,8 +329,8 @@ def main(argv=None):
     )
     stat, p, ok = ks_tests(sde, result.samples, d)
     print(
-        f"\n[4] sdegen.sample(method='euler', steps={args.steps}) with score (x - x^3)/eps, "
-        f"from T = {sde.T:g} to t_min = {sde.t_min:g}: nfe = {result.nfe}"
+        f"\n[4] sdegen.sample(method='euler', steps={args.steps}) with score (x - x^3)/eps,\n"
+        f"    x_T ~ prior, from T = {sde.T:g} to t_min = {sde.t_min:g}: nfe = {result.nfe}"
     )
     print(
         f"    KS vs stationary law (worst of {d}): D = {stat:.4f}, p = {p:.3g} "
@@ -326,9 +355,13 @@ def main(argv=None):
     stat, p, accepted = ks_tests(sde, wrong, d)
     rejected = not accepted
     frac = float((wrong > 0).double().mean())
+    expected = sde.tilted_right_mass(2 * delta)
     print(
-        f"    control: score + {delta:g} (law tilted by exp({2 * delta:g} x), "
-        f"{100 * frac:.1f}% in the right well): D = {stat:.4f}, p = {p:.3g} "
+        f"    control: score + {delta:g}: {100 * frac:.1f}% in the right well (its tilted law "
+        f"p(x) exp({2 * delta:g} x): {100 * expected:.1f}%)"
+    )
+    print(
+        f"    KS vs stationary law: D = {stat:.4f}, p = {p:.3g} "
         f"-> {'rejected, as it should be' if rejected else 'NOT rejected (FAIL)'}"
     )
     if not rejected:
