@@ -20,6 +20,7 @@ from sdegen.testing import (
     convergence_order,
     fokker_planck_residual,
     linear_kernel,
+    probability_flow_residual,
 )
 from sdegen.testing import strategies as sst
 
@@ -313,3 +314,17 @@ def test_property_mixture_samples_pass_their_own_check(mixture, seed):
     # alpha = 1e-3 per example over 15 examples: a false failure has probability <= 1.5%, and
     # the CI profile is derandomised, so a pass is reproducible.
     assert check_samples(x, mixture).passed
+
+
+# --- probability flow -------------------------------------------------------------------------
+
+
+def test_probability_flow_residual(linear_sde):
+    gm = make_mixture(3)
+    x = gm.sample(32, torch.Generator().manual_seed(0), dtype=F64)
+    t = _times(linear_sde, 32)
+    score, logp = gm.score_fn(linear_sde), gm.log_prob_fn(linear_sde)
+    assert float(probability_flow_residual(linear_sde, score, logp, x, t).max()) < 1e-10
+    # g^2 in place of ½ g^2 is the flow of the doubled score.
+    doubled = probability_flow_residual(linear_sde, lambda x, t: 2 * score(x, t), logp, x, t)
+    assert float(doubled.median()) > 1e-2

@@ -2,6 +2,7 @@
 
 - :func:`fokker_planck_residual` / :func:`assert_fokker_planck`: does ``log p_t`` solve the
   Fokker–Planck equation of the SDE's drift and diffusion?
+- :func:`probability_flow_residual`: does a probability-flow drift carry ``p_t`` along?
 - :func:`check_transition_kernel`: does a claimed kernel or marginal match a torchsde simulation?
 - :func:`check_chapman_kolmogorov`: do kernels compose?
 - :func:`check_marginal_limits`: does ``p_t`` start at the data and end at the prior?
@@ -12,7 +13,11 @@
 """
 
 from .convergence import OrderReport, convergence_order
-from .fokker_planck import assert_fokker_planck, fokker_planck_residual
+from .fokker_planck import (
+    assert_fokker_planck,
+    fokker_planck_residual,
+    probability_flow_residual,
+)
 from .kernels import (
     LimitsReport,
     assert_transition_kernel,
@@ -42,5 +47,6 @@ __all__ = [
     "convergence_order",
     "fokker_planck_residual",
     "linear_kernel",
+    "probability_flow_residual",
     "simulate_forward",
 ]

@@ -125,3 +125,32 @@ def assert_fokker_planck(
             f"(at point {int(res.argmax())})"
         )
     return res
+
+
+class _FlowAsSDE:
+    """A deterministic flow ``dx = v(x, t) dt`` seen as an SDE with zero diffusion."""
+
+    def __init__(self, sde, score_fn) -> None:
+        self.sde, self.score_fn = sde, score_fn
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        g2 = self.sde.diffusion(t) ** 2
+        return self.sde.drift(x, t) - 0.5 * g2.reshape(-1, *[1] * (x.dim() - 1)) * self.score_fn(
+            x, t
+        )
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+
+def probability_flow_residual(
+    sde, score_fn, log_density: LogDensity, x: Tensor, t: float | Tensor, **kwargs
+) -> Tensor:
+    """Relative residual of the continuity equation of the probability-flow ODE.
+
+    If ``score_fn`` is the score of ``p_t``, the flow ``dx/dt = f - ½ g^2 score`` carries ``p_t``
+    along, so ``∂_t log p + ∇·ṽ + ṽ·∇ log p = 0`` with ``ṽ`` the flow's velocity. A wrong flow
+    (a flipped sign, ``g^2`` in place of ``½ g^2``) or a wrong score shows up here at once,
+    without sampling. ``kwargs`` go to :func:`fokker_planck_residual`.
+    """
+    return fokker_planck_residual(_FlowAsSDE(sde, score_fn), log_density, x, t, **kwargs)
