@@ -267,4 +267,7 @@ class ProbabilityFlowODE(torch.nn.Module):
             # torchdiffeq's adaptive steps may overshoot the last time and interpolate back;
             # past t_min (or T) the schedules are undefined, so make the last step land on it.
             options.setdefault("step_t", ts[-1:])
+            # torchdiffeq's first-step heuristic probes f at t0 + h0, which can lie outside
+            # [t_min, T] where schedules are undefined; start small instead and let it grow.
+            options.setdefault("first_step", 1e-3 * float((ts[-1] - ts[0]).abs()))
         return torchdiffeq.odeint(self, x, ts, method=method, rtol=rtol, atol=atol, options=options)

@@ -49,3 +49,22 @@ def test_double_well_quick(tmp_path):
     assert out.count("-> ok") == 2  # the forward simulation and sample() KS tests
     if figure is not None:
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+TEST_YOUR_SDE = ROOT / "examples" / "test_your_sde.py"
+
+
+def test_test_your_sde_clean_and_planted_bugs():
+    """The clean SDE passes every check; each planted bug is caught by at least one (the
+    script exits non-zero when the verdict is not the expected one)."""
+    out = run_example(TEST_YOUR_SDE, "--quick")
+    assert "verdict: all checks pass" in out
+    caught = {
+        "start": "[FAIL] limits",
+        "variance": "[FAIL] Fokker–Planck",
+        "drift": "[FAIL] kernel vs torchsde simulation",
+    }
+    for bug, line in caught.items():
+        out = run_example(TEST_YOUR_SDE, "--quick", "--bug", bug)
+        assert line in out, out
+    assert "[pass] Fokker–Planck" in run_example(TEST_YOUR_SDE, "--quick", "--bug", "start")

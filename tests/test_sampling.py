@@ -72,6 +72,20 @@ def test_sampling_checks_catch_a_wrong_reverse_drift(sde_name, method, steps, mu
     assert not check_samples(result.samples, gm).passed
 
 
+@pytest.mark.parametrize(
+    "name", [m.name for m in methods().values() if not m.adaptive and m.stable]
+)
+def test_nfe_matches_the_method_table(name):
+    sde, gm = sdegen.VPSDE(), make_mixture(2)
+    assert _run(sde, gm, name, 10, 2).nfe == 10 * methods()[name].score_evals_per_step
+
+
+def test_diverged_samples_warn():
+    sde = sdegen.VPSDE()
+    with pytest.warns(StabilityWarning, match="NaN or inf"):
+        sdegen.sample(sde, lambda x, t: 1e300 * x, (8, 2), method="euler", steps=5)
+
+
 def test_nfe_counts_every_score_call():
     sde, gm = sdegen.VPSDE(), make_mixture(2)
     # torchsde's contract check evaluates the drift at (ts[0], y0); ReverseSDE reuses that

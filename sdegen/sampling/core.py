@@ -34,7 +34,8 @@ class SamplingMethod:
         adaptive: whether the step size is chosen by an error estimate.
         order: strong order (SDE; for this state-independent noise) or classical order (ODE).
         score_evals_per_step: score evaluations per (accepted) step, as measured.
-        sde_type: the torchsde SDE type the solver needs (``"ito"`` or ``"stratonovich"``).
+        sde_type: the torchsde SDE type the solver needs (``"ito"`` or ``"stratonovich"``;
+            ``None`` for ODE methods).
         stable: ``False`` where the method is known to diverge on stiff reverse diffusions.
     """
 
@@ -44,7 +45,7 @@ class SamplingMethod:
     adaptive: bool
     order: float
     score_evals_per_step: float
-    sde_type: str = "ito"
+    sde_type: str | None = "ito"
     stable: bool = True
 
     @property
@@ -60,19 +61,19 @@ _METHODS = {
         SamplingMethod("srk", "sde", "srk", False, 1.5, 2),
         SamplingMethod("heun", "sde", "heun", False, 1.0, 2, "stratonovich"),
         SamplingMethod("midpoint", "sde", "midpoint", False, 1.0, 2, "stratonovich"),
-        SamplingMethod("euler_heun", "sde", "euler_heun", False, 1.0, 2, "stratonovich"),
+        SamplingMethod("euler_heun", "sde", "euler_heun", False, 1.0, 1, "stratonovich"),
         SamplingMethod(
             "reversible_heun", "sde", "reversible_heun", False, 1.0, 1, "stratonovich", False
         ),
         SamplingMethod("adaptive_milstein", "sde", "milstein", True, 1.0, 3),
         SamplingMethod("adaptive_srk", "sde", "srk", True, 1.5, 6),
-        SamplingMethod("ode_euler", "ode", "euler", False, 1.0, 1),
-        SamplingMethod("ode_midpoint", "ode", "midpoint", False, 2.0, 2),
-        SamplingMethod("ode_heun3", "ode", "heun3", False, 3.0, 3),
-        SamplingMethod("ode_rk4", "ode", "rk4", False, 4.0, 4),
-        SamplingMethod("ode_bosh3", "ode", "bosh3", True, 3.0, 3),
-        SamplingMethod("ode_dopri5", "ode", "dopri5", True, 5.0, 6),
-        SamplingMethod("ode_dopri8", "ode", "dopri8", True, 8.0, 13),
+        SamplingMethod("ode_euler", "ode", "euler", False, 1.0, 1, None),
+        SamplingMethod("ode_midpoint", "ode", "midpoint", False, 2.0, 2, None),
+        SamplingMethod("ode_heun3", "ode", "heun3", False, 3.0, 3, None),
+        SamplingMethod("ode_rk4", "ode", "rk4", False, 4.0, 4, None),
+        SamplingMethod("ode_bosh3", "ode", "bosh3", True, 3.0, 3, None),
+        SamplingMethod("ode_dopri5", "ode", "dopri5", True, 5.0, 6, None),
+        SamplingMethod("ode_dopri8", "ode", "dopri8", True, 8.0, 13, None),
     ]
 }
 
@@ -106,6 +107,18 @@ def _resolve_method(method: str) -> SamplingMethod:
     if method not in _METHODS:
         raise ValueError(f"method must be one of {sorted(_METHODS)}; got {method!r}")
     return _METHODS[method]
+
+
+def _finished(result: SampleResult) -> SampleResult:
+    bad = int((~torch.isfinite(result.samples)).flatten(1).any(1).sum())
+    if bad:
+        warnings.warn(
+            f"{bad} of {result.samples.shape[0]} samples are NaN or inf after "
+            f"{result.method.name!r} ({result.steps} steps): the solver diverged; use more steps or a stable method",
+            StabilityWarning,
+            stacklevel=3,
+        )
+    return result
 
 
 def _generator_seed(generator: torch.Generator | None) -> int | None:
@@ -161,7 +174,7 @@ def sample(
         >>> res = sample(VPSDE(), gm.score_fn(VPSDE()), (512, 2), method="euler", steps=500,
         ...              generator=torch.Generator().manual_seed(0))
         >>> res.samples.shape, res.nfe
-        (torch.Size([512, 2]), 501)
+        (torch.Size([512, 2]), 500)
     """
     _check_sde(sde)
     spec = _resolve_method(method)
@@ -196,7 +209,7 @@ def sample(
         else:
             ts = torch.linspace(sde.T, sde.t_min, steps + 1, dtype=torch.float64)
         x0 = ode.solve(x_T, ts, method=spec.solver, rtol=rtol, atol=atol)[-1]
-        return SampleResult(x0, ode.nfe, spec, None if spec.adaptive else steps)
+        return _finished(SampleResult(x0, ode.nfe, spec, None if spec.adaptive else steps))
 
     rsde = ReverseSDE(sde, score, shape[1:], sde_type=spec.sde_type)
     span = sde.T - sde.t_min
@@ -227,4 +240,4 @@ def sample(
         rtol=rtol,
         atol=atol,
     )
-    return SampleResult(ys[-1], rsde.nfe, spec, None if spec.adaptive else steps)
+    return _finished(SampleResult(ys[-1], rsde.nfe, spec, None if spec.adaptive else steps))

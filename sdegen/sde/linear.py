@@ -98,9 +98,10 @@ class LinearSDE(AbstractLinearSDE):
     Every schedule is a callable from a tensor of times to a tensor of the same shape (or a
     number for a constant). Integrals without a closed form are tabulated once, in float64, by
     composite 8-point Gauss–Legendre quadrature on ``cells`` uniform cells of ``[0, T]`` and
-    evaluated by cubic Hermite interpolation; for smooth schedules the relative error is
-    ~1e-13 or better at the default 4096 cells (checked against VP and VE closed forms in the
-    tests). The time derivative given to autograd is the exact integrand.
+    evaluated by cubic Hermite interpolation (the time derivative given to autograd is the exact
+    integrand). Measured relative error of ``s(t)^2`` at the default 4096 cells: ~1e-15 for a
+    ``beta`` schedule (closed-form ``s^2 = 1 - m^2``), ~5e-11 for OU-like and ~5e-10 for VE-like
+    exponential ``g`` with the nested quadrature, worst in the first cells near ``t = 0``.
 
     Prior: ``N(0, prior_std^2 I)``; by default ``prior_std^2 = m(T)^2 + s(T)^2``, the variance of
     ``x_T`` for data of unit variance.

@@ -40,6 +40,10 @@ class _BetaSchedule:
                 )
             self._phi0 = 0.5 * math.pi * self.cosine_s / (1 + self.cosine_s)
 
+    def _log_cos_phi0(self, like: Tensor) -> Tensor:
+        # In torch, like log cos(phi(t)), so that B(0) is exactly 0 rather than -3e-20.
+        return torch.log(torch.cos(like.new_tensor(self._phi0)))
+
     def _phi(self, t: Tensor) -> Tensor:
         return 0.5 * math.pi * (t + self.cosine_s) / (1 + self.cosine_s)
 
@@ -51,7 +55,7 @@ class _BetaSchedule:
     def integrated_beta(self, t: Tensor) -> Tensor:
         if self.schedule == "linear":
             return t * (self.beta_min + 0.5 * t * (self.beta_max - self.beta_min))
-        return 2 * (math.log(math.cos(self._phi0)) - torch.log(torch.cos(self._phi(t))))
+        return 2 * (self._log_cos_phi0(t) - torch.log(torch.cos(self._phi(t))))
 
     def describe(self) -> str:
         if self.schedule == "linear":

@@ -1,0 +1,192 @@
+"""Exact log-likelihood through the probability-flow ODE, bits/dim, and the diffusion ELBO."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import torch
+import torchdiffeq
+from torch import Tensor
+
+from ._utils import append_dims, batch_sum
+from ._validation import check_scalar, check_tensor
+from .reverse import _ADAPTIVE_ODE_METHODS, CountedScore, _check_sde
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+_DIVERGENCES = ("auto", "exact", "hutchinson")
+_PROBES = ("rademacher", "gaussian")
+_NORMS = ("per_sample", "rms")
+# "auto" uses the exact trace up to this dimension: d vector-Jacobian products per evaluation
+# stay affordable there, and the estimate's noise (~0.02 nats/dim per point with one probe)
+# would dominate any tolerance.
+EXACT_MAX_DIM = 128
+
+
+@dataclasses.dataclass
+class LikelihoodResult:
+    """What :func:`log_likelihood` returns (all per sample, nats).
+
+    Attributes:
+        log_prob: ``log p_{t_min}(x)``, ``(batch,)``.
+        prior_log_prob: ``log p_T(x_T)`` at the end of the flow, ``(batch,)``.
+        delta_log_prob: ``∫_{t_min}^T ∇·f̃(x_t, t) dt``, ``(batch,)``; ``log_prob`` is the sum.
+        std_error: Monte-Carlo standard error of ``log_prob`` over Hutchinson probes (``None``
+            for the exact trace or a single probe).
+        nfe: score evaluations made.
+        divergence: ``"exact"`` or ``"hutchinson"`` (what ``"auto"`` chose).
+    """
+
+    log_prob: Tensor
+    prior_log_prob: Tensor
+    delta_log_prob: Tensor
+    std_error: Tensor | None
+    nfe: int
+    divergence: str
+
+
+def _per_sample_norm(z: Tensor) -> Tensor:
+    # Each sample's own RMS error must meet the tolerance: a sample's accuracy then does not
+    # depend on which other samples share its batch (only the shared step sizes do).
+    return z.pow(2).mean(dim=1).sqrt().max()
+
+
+def _rms_norm(z: Tensor) -> Tensor:
+    return z.pow(2).mean().sqrt()
+
+
+class _AugmentedFlow(torch.nn.Module):
+    """``d/dt (x, Δ_1..Δ_K) = (f̃, div_1 f̃, ..., div_K f̃)`` on a flat ``(batch, d + K)`` state."""
+
+    def __init__(self, sde, score: CountedScore, event_shape, probes: Tensor | None) -> None:
+        super().__init__()
+        self.sde, self.score = sde, score
+        self.event_shape = tuple(event_shape)
+        self.d = math.prod(self.event_shape)
+        self.probes = probes
+
+    def forward(self, t: Tensor, state: Tensor) -> Tensor:
+        batch = state.shape[0]
+        tt = t.to(dtype=state.dtype, device=state.device).expand(batch)
+        with torch.enable_grad():
+            x = state[:, : self.d].detach().reshape(batch, *self.event_shape).requires_grad_(True)
+            g2 = append_dims(self.sde.diffusion(tt) ** 2, x.dim())
+            v = self.sde.drift(x, tt) - 0.5 * g2 * self.score(x, tt)
+            if self.probes is None:
+                flat = v.reshape(batch, -1)
+                div = torch.zeros(batch, dtype=x.dtype, device=x.device)
+                for i in range(self.d):
+                    (row,) = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)
+                    div = div + row.reshape(batch, -1)[:, i]
+                divs = div[:, None]
+            else:
+                cols = []
+                for k, probe in enumerate(self.probes):
+                    last = k == len(self.probes) - 1
+                    (jv,) = torch.autograd.grad((v * probe).sum(), x, retain_graph=not last)
+                    cols.append(batch_sum(jv * probe))
+                divs = torch.stack(cols, dim=1)
+        return torch.cat([v.detach().reshape(batch, -1), divs.detach()], dim=1)
+
+
+def log_likelihood(
+    sde,
+    score: ScoreFn,
+    x: Tensor,
+    *,
+    divergence: str = "auto",
+    num_probes: int = 1,
+    probe: str = "rademacher",
+    method: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    t_min: float | None = None,
+    norm: str = "per_sample",
+    generator: torch.Generator | None = None,
+) -> LikelihoodResult:
+    """Exact log-likelihood of ``x`` under the probability-flow model of ``(sde, score)``.
+
+    With ``f̃ = f - ½ g^2 score`` the flow carries ``p_t`` along, and along a path
+    ``d log p_t(x_t) / dt = -∇·f̃(x_t, t)`` (the instantaneous change of variables), so
+
+        ``log p_{t_min}(x) = log p_T(x_T) + ∫_{t_min}^T ∇·f̃(x_t, t) dt``.
+
+    The augmented state ``(x, Δ)`` is integrated from ``t_min`` up to ``T`` with torchdiffeq; the
+    whole batch is one ODE. The default ``norm="per_sample"`` makes every sample's own error meet
+    the tolerance, so a sample's value does not depend on its batch mates beyond the (shared)
+    step choice; a hard sample then costs the whole batch steps — evaluate it in its own batch if
+    that matters. ``norm="rms"`` is torchdiffeq's default (cheaper, batch-dependent accuracy).
+
+    Arguments:
+        sde: the forward SDE (``drift``, ``diffusion``, ``prior_log_prob``).
+        score: ``(x, t) -> ∇ log p_t(x)``.
+        x: ``(batch, *event)`` data; its dtype sets the precision (float64 for tests).
+        divergence: ``"exact"`` (trace by one vector-Jacobian product per dimension),
+            ``"hutchinson"`` (``num_probes`` probes drawn once from ``generator`` and fixed over
+            the solve) or ``"auto"`` (exact up to ``d = 128``; the result says which).
+        num_probes, probe: Hutchinson probes, ``"rademacher"`` (far lower variance on score
+            Jacobians) or ``"gaussian"``. With several probes, ``std_error`` is reported.
+        method, rtol, atol: torchdiffeq solver and tolerances.
+        t_min: start time (default ``sde.t_min``).
+
+    Returns:
+        A :class:`LikelihoodResult`. Gradients are not tracked: the solve runs under
+        ``torch.no_grad`` (autograd is used only inside each evaluation for the divergence), so
+        memory does not grow with the number of steps.
+
+    Example:
+        >>> res = log_likelihood(VPSDE(), gm.score_fn(VPSDE()), x)
+        >>> res.log_prob, res.nfe
+    """
+    _check_sde(sde)
+    x = check_tensor("x", x, min_dim=2)
+    if divergence not in _DIVERGENCES:
+        raise ValueError(f"divergence must be one of {_DIVERGENCES}; got {divergence!r}")
+    if probe not in _PROBES:
+        raise ValueError(f"probe must be one of {_PROBES}; got {probe!r}")
+    if norm not in _NORMS:
+        raise ValueError(f"norm must be one of {_NORMS}; got {norm!r}")
+    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
+        raise ValueError(f"num_probes must be a positive int; got {num_probes!r}")
+    rtol = check_scalar("rtol", rtol, positive=True)
+    atol = check_scalar("atol", atol, positive=True)
+    start = sde.t_min if t_min is None else check_scalar("t_min", t_min, positive=True)
+    if not sde.t_min <= start < sde.T:
+        raise ValueError(f"t_min must lie in [sde.t_min, T) = [{sde.t_min}, {sde.T}); got {start}")
+    d = x[0].numel()
+    chosen = (
+        divergence if divergence != "auto" else ("exact" if d <= EXACT_MAX_DIM else "hutchinson")
+    )
+    probes = None
+    if chosen == "hutchinson":
+        shape = (num_probes, *x.shape)
+        if probe == "rademacher":
+            bits = torch.randint(0, 2, shape, generator=generator, device=x.device)
+            probes = bits.to(x.dtype) * 2 - 1
+        else:
+            probes = torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
+    counted = score if isinstance(score, CountedScore) else CountedScore(score)
+    flow = _AugmentedFlow(sde, counted, x.shape[1:], probes)
+    n_cols = 1 if probes is None else num_probes
+    state0 = torch.cat([x.detach().reshape(x.shape[0], -1), x.new_zeros(x.shape[0], n_cols)], 1)
+    ts = torch.tensor([start, sde.T], dtype=torch.float64, device=x.device)
+    options = {}
+    if method in _ADAPTIVE_ODE_METHODS:
+        options = {
+            "norm": _per_sample_norm if norm == "per_sample" else _rms_norm,
+            "step_t": ts[1:],
+        }
+    with torch.no_grad():
+        end = torchdiffeq.odeint(
+            flow, state0, ts, method=method, rtol=rtol, atol=atol, options=options
+        )[-1]
+    x_T = end[:, :d].reshape(x.shape)
+    deltas = end[:, d:]
+    prior = sde.prior_log_prob(x_T)
+    per_probe = prior[:, None] + deltas
+    std_error = per_probe.std(dim=1) / math.sqrt(n_cols) if n_cols > 1 else None
+    return LikelihoodResult(
+        per_probe.mean(dim=1), prior, deltas.mean(dim=1), std_error, counted.nfe, chosen
+    )
