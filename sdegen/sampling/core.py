@@ -114,7 +114,8 @@ def _finished(result: SampleResult) -> SampleResult:
     if bad:
         warnings.warn(
             f"{bad} of {result.samples.shape[0]} samples are NaN or inf after "
-            f"{result.method.name!r} ({result.steps} steps): the solver diverged; use more steps or a stable method",
+            f"{result.method.name!r} ({result.steps} steps): the solver diverged; use more "
+            "steps or a stable method",
             StabilityWarning,
             stacklevel=3,
         )
