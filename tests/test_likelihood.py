@@ -57,7 +57,7 @@ def test_error_falls_as_tolerances_tighten(name):
 
 
 def test_declared_prior_mismatch_is_the_only_other_term():
-    sde, gm, x, exact = _setup("vp", 2, n=32)
+    sde, gm, x, _exact = _setup("vp", 2, n=32)
     exact_prior = sdegen.log_likelihood(
         sde,
         gm.score_fn(sde),
@@ -201,7 +201,7 @@ def test_bits_per_dim_is_invariant_to_the_data_scaling():
 
 def test_logit_transform_log_det():
     y = torch.rand(5, 3, dtype=F64)
-    z, logdet = sdegen.data_transform(y, logit=0.05)
+    _z, logdet = sdegen.data_transform(y, logit=0.05)
     auto = torch.stack(
         [
             torch.linalg.slogdet(
