@@ -15,6 +15,7 @@ def test_demo_writes_report_and_figure(tmp_path, capsys):
     for row in summary["methods"]:
         assert row["passed"] and row["nfe"] > 0 and math.isfinite(row["mean_error"])
     assert summary["round_trip_error"] < 1e-4
+    assert summary["log_likelihood"]["error_per_dim"] < 2e-4
     png = tmp_path / "demo_samples.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "round trip" in out
