@@ -10,6 +10,7 @@ __all__ = [
     "OUSDE",
     "VESDE",
     "VPSDE",
+    "AbstractBetaSDE",
     "AbstractLinearSDE",
     "AbstractSDE",
     "LinearSDE",

@@ -69,7 +69,44 @@ def _default_T(schedule: str, T: float | None) -> float:
     return 0.999 if schedule == "cosine" else 1.0
 
 
-class VPSDE(AbstractLinearSDE):
+class AbstractBetaSDE(AbstractLinearSDE):
+    """Linear SDEs driven by a noise schedule ``beta(t)`` with drift ``-beta(t)/2 x``, so
+    ``m(t) = exp(-B(t)/2)`` with ``B(t) = ∫_0^t beta``. Subclasses give ``diffusion`` and
+    ``marginal_var``; the prior is ``N(0, I)``."""
+
+    def __init__(
+        self,
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        *,
+        schedule: str = "linear",
+        cosine_s: float = 0.008,
+        t_min: float = 1e-5,
+        T: float | None = None,
+    ) -> None:
+        super().__init__(t_min, _default_T(schedule, T))
+        self._schedule = _BetaSchedule(schedule, beta_min, beta_max, cosine_s, self.T)
+        self.prior_std = 1.0
+
+    def beta(self, t: Tensor) -> Tensor:
+        """``beta(t)``, shape ``(batch,)``."""
+        return self._schedule.beta(t)
+
+    def integrated_beta(self, t: Tensor) -> Tensor:
+        """``B(t) = ∫_0^t beta(u) du``."""
+        return self._schedule.integrated_beta(t)
+
+    def drift_coeff(self, t: Tensor) -> Tensor:
+        return -0.5 * self.beta(t)
+
+    def log_mean_coeff(self, t: Tensor) -> Tensor:
+        return -0.5 * self.integrated_beta(t)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._schedule.describe()}, t_min={self.t_min}, T={self.T})"
+
+
+class VPSDE(AbstractBetaSDE):
     """Variance-preserving SDE, the continuous limit of DDPM (Song et al. 2021).
 
     ``dx = -beta(t)/2 x dt + sqrt(beta(t)) dw``. With ``B(t) = ∫_0^t beta``:
@@ -87,44 +124,14 @@ class VPSDE(AbstractLinearSDE):
         t_min, T: time range; ``T`` defaults to 1 (linear) or 0.999 (cosine).
     """
 
-    def __init__(
-        self,
-        beta_min: float = 0.1,
-        beta_max: float = 20.0,
-        *,
-        schedule: str = "linear",
-        cosine_s: float = 0.008,
-        t_min: float = 1e-5,
-        T: float | None = None,
-    ) -> None:
-        super().__init__(t_min, _default_T(schedule, T))
-        self._schedule = _BetaSchedule(schedule, beta_min, beta_max, cosine_s, self.T)
-        self.prior_std = 1.0
-
-    def beta(self, t: Tensor) -> Tensor:
-        return self._schedule.beta(t)
-
-    def integrated_beta(self, t: Tensor) -> Tensor:
-        """``B(t) = ∫_0^t beta(u) du``."""
-        return self._schedule.integrated_beta(t)
-
-    def drift_coeff(self, t: Tensor) -> Tensor:
-        return -0.5 * self.beta(t)
-
     def diffusion(self, t: Tensor) -> Tensor:
         return torch.sqrt(self.beta(t))
-
-    def log_mean_coeff(self, t: Tensor) -> Tensor:
-        return -0.5 * self.integrated_beta(t)
 
     def marginal_var(self, t: Tensor) -> Tensor:
         return -torch.expm1(-self.integrated_beta(t))
 
-    def __repr__(self) -> str:
-        return f"VPSDE({self._schedule.describe()}, t_min={self.t_min}, T={self.T})"
 
-
-class SubVPSDE(AbstractLinearSDE):
+class SubVPSDE(AbstractBetaSDE):
     """Sub-VP SDE (Song et al. 2021), whose kernel variance is below the VP one at every t.
 
     ``dx = -beta(t)/2 x dt + sqrt(beta(t) (1 - exp(-2 B(t)))) dw``, ``B(t) = ∫_0^t beta``:
@@ -135,40 +142,11 @@ class SubVPSDE(AbstractLinearSDE):
     Arguments as for :class:`VPSDE`.
     """
 
-    def __init__(
-        self,
-        beta_min: float = 0.1,
-        beta_max: float = 20.0,
-        *,
-        schedule: str = "linear",
-        cosine_s: float = 0.008,
-        t_min: float = 1e-5,
-        T: float | None = None,
-    ) -> None:
-        super().__init__(t_min, _default_T(schedule, T))
-        self._schedule = _BetaSchedule(schedule, beta_min, beta_max, cosine_s, self.T)
-        self.prior_std = 1.0
-
-    def beta(self, t: Tensor) -> Tensor:
-        return self._schedule.beta(t)
-
-    def integrated_beta(self, t: Tensor) -> Tensor:
-        return self._schedule.integrated_beta(t)
-
-    def drift_coeff(self, t: Tensor) -> Tensor:
-        return -0.5 * self.beta(t)
-
     def diffusion(self, t: Tensor) -> Tensor:
         return torch.sqrt(-self.beta(t) * torch.expm1(-2 * self.integrated_beta(t)))
-
-    def log_mean_coeff(self, t: Tensor) -> Tensor:
-        return -0.5 * self.integrated_beta(t)
 
     def marginal_var(self, t: Tensor) -> Tensor:
         return torch.expm1(-self.integrated_beta(t)) ** 2
 
     def marginal_std(self, t: Tensor) -> Tensor:
         return -torch.expm1(-self.integrated_beta(t))
-
-    def __repr__(self) -> str:
-        return f"SubVPSDE({self._schedule.describe()}, t_min={self.t_min}, T={self.T})"
