@@ -239,7 +239,7 @@ def log_likelihood(
     norm: str = "per_sample",
     prior_log_prob: Callable[[Tensor], Tensor] | None = None,
     integrator: str = "augmented",
-    panels: int = 4,
+    panels: int = 6,
     generator: torch.Generator | None = None,
 ) -> LikelihoodResult:
     """Exact log-likelihood of ``x`` under the probability-flow model of ``(sde, score)``.
