@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -15,6 +16,8 @@ def run_example(script: pathlib.Path, *args: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-W", "error", str(script), *args],
         cwd=ROOT,
+        # One thread, as in conftest: small tensors, and a busy second core slows OpenMP badly.
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=120,
