@@ -20,8 +20,8 @@ _DIVERGENCES = ("auto", "exact", "hutchinson")
 _PROBES = ("rademacher", "gaussian")
 _NORMS = ("per_sample", "rms")
 # "auto" uses the exact trace up to this dimension: d vector-Jacobian products per evaluation
-# stay affordable there, and the estimate's noise (~0.02 nats/dim per point with one probe)
-# would dominate any tolerance.
+# stay affordable there, and the estimate's noise (measured 0.03-0.15 nats/dim per point with
+# one Rademacher probe at d = 64 and 16) would dominate any tolerance.
 EXACT_MAX_DIM = 128
 
 
@@ -499,6 +499,7 @@ def elbo(
     *,
     num_samples: int = 64,
     t_min: float | None = None,
+    prior_log_prob: Callable[[Tensor], Tensor] | None = None,
     generator: torch.Generator | None = None,
 ) -> ElboResult:
     """A lower bound on the log-likelihood of the reverse-SDE model (Song et al. 2021, Huang
@@ -510,11 +511,16 @@ def elbo(
     expectations over ``x_t ~ p(x_t | x_0 = x)``. It needs only score evaluations (no
     divergence of the score), estimated by Monte Carlo with ``num_samples`` draws of
     ``(t, x_t)`` per point, ``t = t_min + (T - t_min) u^2`` with ``u`` uniform (importance
-    weight ``2 (T - t_min) u``); ``||∇log p(x_t|x)||^2`` enters through its own noise draw, which
-    cancels the ``1/s^2`` terms and keeps the variance finite; ``∇·f = d a(t)``. The prior
+    weight ``2 (T - t_min) u``); ``||∇log p(x_t|x)||^2`` is replaced by ``||noise||^2 / s^2`` with
+    the same noise that made ``x_t`` (unbiased), which cancels the ``1/s^2`` terms and keeps the
+    variance finite; ``∇·f = d a(t)``. The prior
     term uses one draw of ``x_T`` per Monte-Carlo sample. Returned with its Monte-Carlo
     standard error. The part of the time integral below ``t_min`` is left out (it is O(t_min)
     for a smooth density).
+
+    With the exact score and ``prior_log_prob`` the exact ``p_T`` the bound is tight: the reverse
+    SDE then reproduces the forward path law, so the gap is zero up to the part below
+    ``t_min`` (measured: consistent with zero to ±0.01 nats at d = 2). A wrong score opens a gap.
     """
     _check_sde(sde)
     if not getattr(sde, "has_marginal", False):
@@ -523,6 +529,9 @@ def elbo(
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an int >= 2; got {num_samples!r}")
     start = sde.t_min if t_min is None else check_scalar("t_min", t_min, positive=True)
+    if not sde.t_min <= start < sde.T:
+        raise ValueError(f"t_min must lie in [sde.t_min, T) = [{sde.t_min}, {sde.T}); got {start}")
+    prior_fn = sde.prior_log_prob if prior_log_prob is None else prior_log_prob
     batch, d = x.shape[0], x[0].numel()
     counted = score if isinstance(score, CountedScore) else CountedScore(score)
     terms = []
@@ -548,6 +557,6 @@ def elbo(
                 sde.marginal_mean(x, t_end)
                 + append_dims(sde.marginal_std(t_end), x.dim()) * noise_T
             )
-            terms.append(sde.prior_log_prob(x_T) + weight * integrand)
+            terms.append(prior_fn(x_T) + weight * integrand)
     stacked = torch.stack(terms, dim=1)
     return ElboResult(stacked.mean(1), stacked.std(1) / math.sqrt(num_samples), counted.nfe)
