@@ -57,6 +57,7 @@ import argparse
 import copy
 import cProfile
 import dataclasses
+import functools
 import io
 import math
 import pstats
@@ -223,7 +224,17 @@ def baseline_log_likelihood(
 
 
 def sdegen_log_likelihood(
-    sde, score, x: Tensor, *, divergence: str, probe: str, seed: int, rtol, atol, prior_log_prob
+    sde,
+    score,
+    x: Tensor,
+    *,
+    divergence: str,
+    probe: str,
+    seed: int,
+    rtol,
+    atol,
+    prior_log_prob,
+    norm: str = "per_sample",
 ) -> Run:
     start = time.perf_counter()
     counted = sdegen.reverse.CountedScore(score)
@@ -237,6 +248,7 @@ def sdegen_log_likelihood(
         rtol=rtol,
         atol=atol,
         prior_log_prob=prior_log_prob,
+        norm=norm,
         generator=torch.Generator().manual_seed(seed),
     )
     seconds = time.perf_counter() - start
@@ -244,10 +256,7 @@ def sdegen_log_likelihood(
     return Run(res.log_prob, res.nfe, counted.nfe, seconds)
 
 
-METHODS: dict[str, Callable[..., Run]] = {
-    "baseline": baseline_log_likelihood,
-    "sdegen": sdegen_log_likelihood,
-}
+METHODS = ("baseline", "sdegen")
 
 
 # --- settings --------------------------------------------------------------------------------
@@ -350,11 +359,19 @@ def run_setting(s: Setting, args) -> Row:
         "atol": args.tol,
         "prior_log_prob": p.prior_log_prob,
     }
-    for fn in METHODS.values():  # warm-up: lazy initialisation, caches
+    methods = {
+        "baseline": baseline_log_likelihood,
+        "sdegen": functools.partial(sdegen_log_likelihood, norm=args.sdegen_norm),
+    }
+    for fn in methods.values():  # warm-up: lazy initialisation, caches
         fn(p.sde, p.score, p.x[:2], **kw)
     runs: dict[str, list[Run]] = {name: [] for name in METHODS}
-    for _ in range(args.repeats):
-        for name, fn in METHODS.items():
+    start = time.perf_counter()
+    for k in range(args.repeats):
+        elapsed = time.perf_counter() - start
+        if k > 0 and elapsed * (k + 1) / k > args.budget:
+            break  # another round would overrun the row's budget
+        for name, fn in methods.items():
             runs[name].append(fn(p.sde, p.score, p.x, **kw))
     return Row(s, runs, p.truth, p.truth_note)
 
@@ -373,9 +390,9 @@ def print_table(d: int, rows: list[Row], stat: str, probe: str) -> None:
     print(f"\n### d = {d}\n")
     print(
         "| setting | method | divergence | error (nats/dim) | |sdegen − baseline| (nats/dim) "
-        "| NFE | score calls | wall (s) | baseline / sdegen |"
+        "| NFE | score calls | wall (s) | rounds | baseline / sdegen |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         base, ours = row.best("baseline", stat), row.best("sdegen", stat)
         first = {name: runs[0] for name, runs in row.runs.items()}
@@ -389,18 +406,23 @@ def print_table(d: int, rows: list[Row], stat: str, probe: str) -> None:
             gap_s = f"{float(gap.mean()) / d:.1e}" if name == "sdegen" else ""
             print(
                 f"| {row.setting.label} | {name} | {div} | {fmt_error(row, run)} | {gap_s} "
-                f"| {run.nfe} | {run.calls} | {row.best(name, stat):.2f} | {ratio} |"
+                f"| {run.nfe} | {run.calls} | {row.best(name, stat):.2f} "
+                f"| {len(row.runs[name])} | {ratio} |"
             )
+    print()
     for row in rows:
-        print(f"\nTruth for '{row.setting.label}': {row.truth_note}.")
+        if row.setting.score == "mlp":
+            print(f"Truth for the MLP at d = {d}: {row.truth_note}.")
 
 
 def profile_sdegen(s: Setting, args) -> None:
     p = make_problem(s, args)
-    kw = {"divergence": s.divergence, "probe": args.probe, "seed": 7, "rtol": args.tol}
+    kw = {"divergence": s.divergence, "probe": args.probe, "seed": 7, "norm": args.sdegen_norm}
     prof = cProfile.Profile()
     prof.enable()
-    sdegen_log_likelihood(p.sde, p.score, p.x, atol=args.tol, prior_log_prob=p.prior_log_prob, **kw)
+    sdegen_log_likelihood(
+        p.sde, p.score, p.x, rtol=args.tol, atol=args.tol, prior_log_prob=p.prior_log_prob, **kw
+    )
     prof.disable()
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(15)
@@ -414,10 +436,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="d = 2/16/48, 32/32/16 points, h = 32")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3; quick 1)")
+    p.add_argument("--budget", type=float, default=150, help="seconds per row before more rounds")
     p.add_argument("--stat", choices=["min", "median"], default="min")
     p.add_argument("--tol", type=float, default=1e-5, help="rtol = atol of both methods")
     p.add_argument("--ref-tol", type=float, default=None, help="MLP reference (default 1e-9)")
     p.add_argument("--hidden", type=int, default=None, help="MLP width (default 256)")
+    p.add_argument("--check-n", type=int, default=None, help="points in the sdegen ref check")
+    p.add_argument("--sdegen-norm", choices=["per_sample", "rms"], default="per_sample")
     p.add_argument("--probe", choices=["gaussian", "rademacher"], default="gaussian")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--profile", action="store_true", help="cProfile sdegen on the target rows")
@@ -425,10 +450,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.quick:
         dims, batches = (2, 16, 48), (32, 32, 16)
-        defaults = {"repeats": 1, "ref_tol": 1e-7, "hidden": 32}
+        defaults = {"repeats": 1, "ref_tol": 1e-7, "hidden": 32, "check_n": 8}
     else:
         dims, batches = (2, 64, 784), (256, 256, 64)
-        defaults = {"repeats": 3, "ref_tol": 1e-9, "hidden": 256}
+        defaults = {"repeats": 3, "ref_tol": 1e-9, "hidden": 256, "check_n": 32}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -436,12 +461,18 @@ def main() -> None:
     t0 = time.perf_counter()
     print(
         f"# sdegen.log_likelihood vs the reference recipe (VP SDE, rtol = atol = {args.tol:g}, "
-        f"{args.threads} thread(s), {args.stat} of {args.repeats} round(s), MLP width "
+        f"{args.threads} thread(s), {args.stat} of up to {args.repeats} rounds, MLP width "
         f"{args.hidden})\n"
     )
     rows = [run_setting(s, args) for s in settings_for(dims, batches)]
     for d in dims:
         print_table(d, [r for r in rows if r.setting.d == d], args.stat, args.probe)
+    print(
+        "\nError: exact rows, mean |log p - truth| / d; Hutchinson rows, mean (log p - truth) / d "
+        "± its standard error over points (sd: per-point spread, the estimator's noise). "
+        "|sdegen − baseline|: mean per-point difference / d (same probes in Hutchinson rows). "
+        f"sdegen norm: {args.sdegen_norm}. Wall: {args.stat} over rounds."
+    )
 
     print("\n## Targets\n")
     ratios = {id(r): r.best("baseline", args.stat) / r.best("sdegen", args.stat) for r in rows}
@@ -459,8 +490,7 @@ def main() -> None:
     if args.profile:
         for s in settings_for(dims, batches):
             if (s.divergence, s.d) in {("exact", dims[1]), ("hutchinson", dims[2])}:
-                if s.prior != "N(0, I)" or s.score == "mlp":
-                    profile_sdegen(s, args)
+                profile_sdegen(s, args)
     print(f"\nTotal wall time {time.perf_counter() - t0:.0f} s.")
 
 

@@ -328,3 +328,27 @@ def test_probability_flow_residual(linear_sde):
     # g^2 in place of ½ g^2 is the flow of the doubled score.
     doubled = probability_flow_residual(linear_sde, lambda x, t: 2 * score(x, t), logp, x, t)
     assert float(doubled.median()) > 1e-2
+
+
+def test_transition_kernel_check_catches_a_ve_kernel_that_starts_at_sigma_min():
+    """Passed as an SDE, the claim's own kernel variance sigma(t)^2 is tested as stated; at
+    t = 1e-3 it is about twice the simulated variance."""
+    sde = sdegen.VESDE()
+    report = check_transition_kernel(
+        sde,
+        _PerturbedVE(),
+        torch.tensor([1.0, -2.0]),
+        1e-3,
+        n=4000,
+        steps=100,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert not report.passed
+
+
+def test_small_samples_warn():
+    from sdegen.testing import SmallSampleWarning
+
+    gm = make_mixture(2)
+    with pytest.warns(SmallSampleWarning, match="n = 50"):
+        check_samples(gm.sample(50, torch.Generator().manual_seed(0), dtype=F64), gm)

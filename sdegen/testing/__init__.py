@@ -26,7 +26,7 @@ from .kernels import (
     check_transition_kernel,
     linear_kernel,
 )
-from .samples import SampleCheck, assert_samples, check_samples
+from .samples import SampleCheck, SmallSampleWarning, assert_samples, check_samples
 from .scores import ScoreCheck, assert_score, check_score
 from .simulate import simulate_forward
 
@@ -35,6 +35,7 @@ __all__ = [
     "OrderReport",
     "SampleCheck",
     "ScoreCheck",
+    "SmallSampleWarning",
     "assert_fokker_planck",
     "assert_samples",
     "assert_score",

@@ -54,9 +54,12 @@ def _as_law(claimed, x0: Tensor, t: float) -> GaussianMixture:
     if isinstance(claimed, GaussianMixture):
         return claimed
     if getattr(claimed, "has_marginal", False):
+        # The claim's own kernel from x_0 at time 0, as it states it: going through
+        # linear_kernel would subtract marginal_var(0) and so hide a kernel that starts at the
+        # wrong variance.
         t_ = torch.tensor([t], dtype=torch.float64)
-        mean, std = linear_kernel(claimed)(x0, torch.zeros_like(t_), t_)
-        return GaussianMixture(mean, float(std) ** 2)
+        mean = claimed.marginal_mean(x0.double(), t_)
+        return GaussianMixture(mean, float(claimed.marginal_var(t_)))
     if callable(claimed):
         law = claimed(x0, t)
         if isinstance(law, GaussianMixture):
