@@ -144,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "n", 1) < 10:
-        print(f"sdegen: error: --n must be >= 10; got {args.n}", file=sys.stderr)
+    # The goodness-of-fit tests keep their false-alarm rate only from about 1000 samples on.
+    if getattr(args, "n", 1000) < 1000:
+        print(f"sdegen: error: --n must be >= 1000; got {args.n}", file=sys.stderr)
         return 2
     return args.func(args)
 
