@@ -1,33 +1,37 @@
 """Speed and accuracy of ``sdegen.log_likelihood`` against the widely used reference recipe.
 
-WHAT. For the VP SDE (``sdegen.VPSDE()``, t from ``t_min = 1e-5`` to ``T = 1``) and rtol = atol =
+WHAT. For the VP SDE (``sdegen.VPSDE()``: t from ``t_min = 1e-5`` to ``T = 1``) and rtol = atol =
 1e-5 for both methods, this prints one Markdown table per dimension d = 2, 64 and 784 and a
-verdict line per speed target. Each setting is solved by the baseline and by sdegen on the same
-points; the columns are the error in nats/dim (vs the closed form, or vs a tight reference), the
-ODE right-hand-side evaluations (NFE), the score-network calls, the wall time, and
-baseline_time / sdegen_time. Settings:
+met / missed line per speed target (exact trace at d = 64: >= 1.5x faster than the baseline;
+Hutchinson at d = 784: >= 2x; no row slower). Each setting is solved by the baseline and by
+sdegen on the same points; the columns are the error in nats/dim (vs the closed form, or vs a
+tight reference), the ODE right-hand-side evaluations (NFE), the score-network calls, the wall
+time, baseline_time / sdegen_time, and the same for process CPU time (less sensitive to other
+processes on a shared machine). Settings:
 
 - closed-form score of an 8-component Gaussian mixture (full covariances at d = 2, diagonal
   ones at d = 64 and 784; ``GaussianMixture.score_fn``), float64. Truth:
   ``gm.marginal_log_prob(sde, x, t_min)``. Both methods get the exact ``p_T``
   (``gm.marginal(sde, T).log_prob``) as the prior, so the error is the solver's; one row at
-  d = 64 uses the declared ``N(0, I)`` prior instead, for reference.
-- an MLP score network (input ``[x, t]``, 2 hidden layers of 256 SiLU units, randomly initialised
-  from a fixed seed, in the noise-prediction form ``score = -net(x, t) / s(t)`` that score_sde
-  uses for VP models), float32, declared ``N(0, I)`` prior. No closed form, so the truth is a
-  float64 copy of the same network solved with the exact trace at rtol = atol = 1e-9: by
-  ``sdegen.log_likelihood`` at d = 2 and 64; at d = 784 (784 vector-Jacobian products per
-  evaluation would take minutes) by torchdiffeq dopri5 on the same augmented ODE with the trace
-  in closed form (for this MLP, ``tr J = d2^T (W2 * (W1x W3)^T) d1`` with ``d_k = silu'(h_k)``),
-  cross-checked against the sdegen reference at d = 64 (the "check" line).
+  d = 2 uses the declared ``N(0, I)`` prior instead, for reference.
+- an MLP score network (input ``[x, t]``, 2 hidden layers of 256 SiLU units, default init from a
+  fixed seed, in the noise-prediction form ``score = -net(x, t) / s(t)`` that score_sde uses for
+  VP models), float32, declared ``N(0, I)`` prior. No closed form, so the truth is a float64
+  copy of the same network solved with the exact trace at rtol = atol = 1e-9 (``--ref-tol``):
+  torchdiffeq dopri5 on the augmented ODE with sdegen's per-sample norm and the trace in closed
+  form (for this MLP ``tr J = d2^T (W2 * (W1x W3)^T) d1``, ``d_k = silu'(h_k)``; an autograd
+  trace at d = 784 would take minutes per solve). At d = 2 and 64 it is checked against
+  ``sdegen.log_likelihood(divergence="exact")`` at the same tolerance on 32 of the points
+  (``--check-n``); the agreement is printed under the table.
 
 Exact divergence at d = 2 and 64; Hutchinson with one probe at d = 784. Points: 256 at d = 2 and
 64, 64 at d = 784, drawn from the mixture's ``p_{t_min}`` (the same points for the MLP).
-Hutchinson rows use Gaussian probes (``--probe``; the reference code's tutorial draws
-``torch.randn_like``), one per point, and both methods use the *same* probes (the baseline draws
-them with the same seeded generator call as sdegen), so their difference is solver error; the
-error column then shows the mean over points, its standard error and the per-point spread, all
-dominated by the estimator's noise.
+Hutchinson rows use Gaussian probes (``--probe``), as the reference code's tutorial does
+(``torch.randn_like``; score_sde's ``likelihood.py`` offers Gaussian and Rademacher), one per
+point, and both methods use the *same* probes (the baseline draws them with the same seeded
+generator call as sdegen), so their difference is solver error; the error column then shows
+the mean over points with its standard error and the per-point spread, all dominated by the
+estimator's noise.
 
 BASELINE (written here; what score_sde's ``likelihood.py`` and its tutorial do): scipy
 ``solve_ivp(method="RK45", rtol, atol)`` from ``t_min`` to ``T`` on a flattened float64 numpy copy
@@ -35,20 +39,21 @@ of the whole batch state ``[x, Δ]`` (one ODE for the batch); at every evaluatio
 copied numpy -> torch (in the row's dtype) and the results torch -> numpy; the score network is
 called once for the drift ``f - ½ g² s`` and once more, under autograd, for the divergence (2
 calls per evaluation); the exact trace is a Python loop of d ``torch.autograd.grad`` calls (one
-vector-Jacobian product per dimension), Hutchinson one ``grad`` of ``<v, ε>`` per probe; the
-whole solve runs under ``torch.no_grad``; the prior is evaluated at the end point.
+vector-Jacobian product per dimension), Hutchinson one ``grad`` of ``<v, ε>``; the whole solve runs
+under ``torch.no_grad``; the prior is evaluated at the end point.
 
-sdegen: ``sdegen.log_likelihood`` with its defaults (dopri5, per-sample error norm) and the same
-divergence, probe count, tolerances and prior.
+sdegen: ``sdegen.log_likelihood`` with its defaults (dopri5, per-sample error norm;
+``--sdegen-norm rms`` for torchdiffeq's) and the same divergence, probes, tolerances and prior.
 
-TIMING. ``--repeats`` interleaved rounds (baseline, sdegen, baseline, ...) after an untimed
-warm-up on two points; the table shows the minimum (``--stat``) per method. One torch thread by
-default (``--threads``). The error, NFE and call columns come from the first round (rounds are
-deterministic).
+TIMING. Up to ``--repeats`` (default 3) interleaved rounds (baseline, sdegen, baseline, ...) after
+an untimed warm-up on two points, fewer where another round would take a row past ``--budget``
+seconds; the tables show the minimum (``--stat``) per method. One torch thread by default
+(``--threads``). The error, NFE and call columns come from the first round (rounds are
+deterministic). ``--profile`` adds a cProfile of sdegen on the target rows.
 
-Run:  python benchmarks/likelihood.py             (about 7 minutes on one core)
-      python benchmarks/likelihood.py --quick     (tiny sizes, under a minute)
-      python benchmarks/likelihood.py --profile   (also cProfile sdegen on the target rows)
+Run:  python benchmarks/likelihood.py                (3–4 minutes here, --profile included)
+      python benchmarks/likelihood.py --quick        (d = 2 / 16 / 48, tiny; ~10 s)
+      python benchmarks/likelihood.py --only 784 --probe rademacher
 """
 
 from __future__ import annotations
@@ -60,12 +65,19 @@ import dataclasses
 import functools
 import io
 import math
+import os
 import pstats
 import statistics
 import time
 from collections.abc import Callable
 
-import torch
+# One BLAS thread for numpy/scipy too (before they load): with two, OpenBLAS ran the baseline's
+# RK45 stage sums on a second, mostly spinning thread (CPU time 2x wall time). Export
+# OPENBLAS_NUM_THREADS to override.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import torch  # noqa: E402
 
 torch.set_num_threads(1)  # small tensors on a shared 2-core machine: threads only cost
 
@@ -161,6 +173,7 @@ class Run:
     nfe: int
     calls: int
     seconds: float
+    cpu: float = math.nan  # process CPU time: less sensitive to other processes on the machine
 
 
 def draw_probes(shape, dtype, probe: str, seed: int) -> Tensor:
@@ -235,9 +248,12 @@ def sdegen_log_likelihood(
     atol,
     prior_log_prob,
     norm: str = "per_sample",
+    integrator: str | None = None,
 ) -> Run:
+    """``sdegen.log_likelihood`` with one probe from ``Generator().manual_seed(seed)``."""
     start = time.perf_counter()
     counted = sdegen.reverse.CountedScore(score)
+    extra = {} if integrator is None else {"integrator": integrator}
     res = sdegen.log_likelihood(
         sde,
         counted,
@@ -250,9 +266,11 @@ def sdegen_log_likelihood(
         prior_log_prob=prior_log_prob,
         norm=norm,
         generator=torch.Generator().manual_seed(seed),
+        **extra,
     )
     seconds = time.perf_counter() - start
-    # sdegen calls the score once per right-hand-side evaluation: NFE = score calls.
+    # NFE column: sdegen's own count (score calls; one per right-hand-side evaluation with the
+    # augmented integrator).
     return Run(res.log_prob, res.nfe, counted.nfe, seconds)
 
 
@@ -344,8 +362,8 @@ class Row:
     truth: Tensor
     truth_note: str
 
-    def best(self, method: str, stat: str) -> float:
-        times = [r.seconds for r in self.runs[method]]
+    def best(self, method: str, stat: str, cpu: bool = False) -> float:
+        times = [r.cpu if cpu else r.seconds for r in self.runs[method]]
         return min(times) if stat == "min" else statistics.median(times)
 
 
@@ -361,7 +379,9 @@ def run_setting(s: Setting, args) -> Row:
     }
     methods = {
         "baseline": baseline_log_likelihood,
-        "sdegen": functools.partial(sdegen_log_likelihood, norm=args.sdegen_norm),
+        "sdegen": functools.partial(
+            sdegen_log_likelihood, norm=args.sdegen_norm, integrator=args.integrator
+        ),
     }
     for fn in methods.values():  # warm-up: lazy initialisation, caches
         fn(p.sde, p.score, p.x[:2], **kw)
@@ -372,7 +392,10 @@ def run_setting(s: Setting, args) -> Row:
         if k > 0 and elapsed * (k + 1) / k > args.budget:
             break  # another round would overrun the row's budget
         for name, fn in methods.items():
-            runs[name].append(fn(p.sde, p.score, p.x, **kw))
+            cpu = time.process_time()
+            run = fn(p.sde, p.score, p.x, **kw)
+            run.cpu = time.process_time() - cpu
+            runs[name].append(run)
     return Row(s, runs, p.truth, p.truth_note)
 
 
@@ -390,11 +413,12 @@ def print_table(d: int, rows: list[Row], stat: str, probe: str) -> None:
     print(f"\n### d = {d}\n")
     print(
         "| setting | method | divergence | error (nats/dim) | |sdegen − baseline| (nats/dim) "
-        "| NFE | score calls | wall (s) | rounds | baseline / sdegen |"
+        "| NFE | score calls | wall (s) | rounds | baseline / sdegen | CPU (s) | ratio, CPU |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         base, ours = row.best("baseline", stat), row.best("sdegen", stat)
+        base_cpu, ours_cpu = row.best("baseline", stat, True), row.best("sdegen", stat, True)
         first = {name: runs[0] for name, runs in row.runs.items()}
         gap = (first["sdegen"].log_prob.double() - first["baseline"].log_prob.double()).abs()
         div = row.setting.divergence
@@ -403,11 +427,13 @@ def print_table(d: int, rows: list[Row], stat: str, probe: str) -> None:
         for name in METHODS:
             run = first[name]
             ratio = f"**{base / ours:.2f}**" if name == "sdegen" else ""
+            ratio_cpu = f"{base_cpu / ours_cpu:.2f}" if name == "sdegen" else ""
             gap_s = f"{float(gap.mean()) / d:.1e}" if name == "sdegen" else ""
             print(
                 f"| {row.setting.label} | {name} | {div} | {fmt_error(row, run)} | {gap_s} "
                 f"| {run.nfe} | {run.calls} | {row.best(name, stat):.2f} "
-                f"| {len(row.runs[name])} | {ratio} |"
+                f"| {len(row.runs[name])} | {ratio} | {row.best(name, stat, True):.2f} "
+                f"| {ratio_cpu} |"
             )
     print()
     for row in rows:
@@ -418,6 +444,7 @@ def print_table(d: int, rows: list[Row], stat: str, probe: str) -> None:
 def profile_sdegen(s: Setting, args) -> None:
     p = make_problem(s, args)
     kw = {"divergence": s.divergence, "probe": args.probe, "seed": 7, "norm": args.sdegen_norm}
+    kw["integrator"] = args.integrator
     prof = cProfile.Profile()
     prof.enable()
     sdegen_log_likelihood(
@@ -443,7 +470,11 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=None, help="MLP width (default 256)")
     p.add_argument("--check-n", type=int, default=None, help="points in the sdegen ref check")
     p.add_argument("--sdegen-norm", choices=["per_sample", "rms"], default="per_sample")
+    p.add_argument(
+        "--integrator", default=None, help="passed to sdegen.log_likelihood (default: its own)"
+    )
     p.add_argument("--probe", choices=["gaussian", "rademacher"], default="gaussian")
+    p.add_argument("--only", type=int, nargs="+", help="run only these of the three dimensions")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--profile", action="store_true", help="cProfile sdegen on the target rows")
     args = p.parse_args()
@@ -461,26 +492,32 @@ def main() -> None:
     t0 = time.perf_counter()
     print(
         f"# sdegen.log_likelihood vs the reference recipe (VP SDE, rtol = atol = {args.tol:g}, "
-        f"{args.threads} thread(s), {args.stat} of up to {args.repeats} rounds, MLP width "
-        f"{args.hidden})\n"
+        f"{args.threads} torch thread(s), OPENBLAS_NUM_THREADS="
+        f"{os.environ['OPENBLAS_NUM_THREADS']}, {args.stat} of up to {args.repeats} rounds, "
+        f"MLP width {args.hidden})\n"
     )
-    rows = [run_setting(s, args) for s in settings_for(dims, batches)]
-    for d in dims:
+    chosen = [s for s in settings_for(dims, batches) if not args.only or s.d in args.only]
+    rows = [run_setting(s, args) for s in chosen]
+    for d in sorted({r.setting.d for r in rows}):
         print_table(d, [r for r in rows if r.setting.d == d], args.stat, args.probe)
     print(
         "\nError: exact rows, mean |log p - truth| / d; Hutchinson rows, mean (log p - truth) / d "
         "± its standard error over points (sd: per-point spread, the estimator's noise). "
         "|sdegen − baseline|: mean per-point difference / d (same probes in Hutchinson rows). "
-        f"sdegen norm: {args.sdegen_norm}. Wall: {args.stat} over rounds."
+        f"sdegen norm: {args.sdegen_norm}, integrator: {args.integrator or 'default'}. "
+        f"Wall and CPU (process) time: {args.stat} over rounds; "
+        "the targets use the wall-time ratio."
     )
 
     print("\n## Targets\n")
     ratios = {id(r): r.best("baseline", args.stat) / r.best("sdegen", args.stat) for r in rows}
     targets = [("exact", dims[1], 1.5), ("hutchinson", dims[2], 2.0)]
     for div, d, want in targets:
-        chosen = [r for r in rows if r.setting.divergence == div and r.setting.d == d]
-        worst = min(ratios[id(r)] for r in chosen)
-        each = ", ".join(f"{r.setting.score} {ratios[id(r)]:.2f}x" for r in chosen)
+        group = [r for r in rows if r.setting.divergence == div and r.setting.d == d]
+        if not group:
+            continue
+        worst = min(ratios[id(r)] for r in group)
+        each = ", ".join(f"{r.setting.score} {ratios[id(r)]:.2f}x" for r in group)
         verdict = "met" if worst >= want else "missed"
         print(f"- {div} at d = {d}: >= {want}x faster: {verdict} (worst {worst:.2f}x; {each})")
     worst = min(ratios.values())
@@ -488,7 +525,7 @@ def main() -> None:
     print(f"- never slower than the baseline: {verdict} (worst ratio {worst:.2f}x)")
 
     if args.profile:
-        for s in settings_for(dims, batches):
+        for s in chosen:
             if (s.divergence, s.d) in {("exact", dims[1]), ("hutchinson", dims[2])}:
                 profile_sdegen(s, args)
     print(f"\nTotal wall time {time.perf_counter() - t0:.0f} s.")
