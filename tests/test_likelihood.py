@@ -20,6 +20,7 @@ def _setup(name, d, n=256, full=None, seed=1):
 
 
 def _error_per_dim(sde, gm, x, exact, tol, **kwargs):
+    kwargs.setdefault("integrator", "augmented")
     res = sdegen.log_likelihood(
         sde,
         gm.score_fn(sde),
@@ -33,19 +34,21 @@ def _error_per_dim(sde, gm, x, exact, tol, **kwargs):
     return float((res.log_prob - exact).abs().mean()) / x[0].numel(), res
 
 
+@pytest.mark.parametrize("integrator", ["augmented", "quadrature"])
 @pytest.mark.parametrize("name", sorted(SDES))
-def test_matches_closed_form_d2(name):
+def test_matches_closed_form_d2(name, integrator):
     """256 points, rtol = atol = 1e-5, exact trace, exact p_T as the prior: mean error is far
     below the 2e-4 nats/dim target (measured 9e-7 to 1e-5)."""
-    err, res = _error_per_dim(*_setup(name, 2), 1e-5)
+    err, res = _error_per_dim(*_setup(name, 2), 1e-5, integrator=integrator)
     assert err <= 2e-4 / 10, err
     assert res.divergence == "exact" and res.nfe > 0
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("integrator", ["augmented", "quadrature"])
 @pytest.mark.parametrize("name", sorted(SDES))
-def test_matches_closed_form_d64(name):
-    err, _ = _error_per_dim(*_setup(name, 64, full=False), 1e-5)
+def test_matches_closed_form_d64(name, integrator):
+    err, _ = _error_per_dim(*_setup(name, 64, full=False), 1e-5, integrator=integrator)
     assert err <= 2e-4 / 10, err
 
 
@@ -54,6 +57,8 @@ def test_error_falls_as_tolerances_tighten(name):
     setup = _setup(name, 2, n=64)
     errors = [_error_per_dim(*setup, tol)[0] for tol in (1e-3, 1e-5, 1e-7)]
     assert errors[1] < errors[0] / 10 and errors[2] < errors[1] / 10, errors
+    quad = [_error_per_dim(*setup, tol, integrator="quadrature")[0] for tol in (1e-3, 1e-5, 1e-7)]
+    assert quad[1] < quad[0] and quad[2] < quad[1], quad
 
 
 def test_declared_prior_mismatch_is_the_only_other_term():
