@@ -300,5 +300,5 @@ def test_quadrature_integrator_matches_closed_form(name):
     )
     err = (res.log_prob - exact).abs()
     assert float(err.mean()) / 2 < 2e-5
-    # The certificate bounds the quadrature error; the x-path error (1e-8 tolerance) is extra.
-    assert bool((err <= res.error_estimate + 1e-5).all())
+    # The certificate bounds the quadrature error; the x-path error (1e-6 tolerance) is extra.
+    assert bool((err <= res.error_estimate + 1e-4).all())
