@@ -85,7 +85,7 @@ from sdegen.testing import (  # noqa: E402
 )
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-from conftest import all_linear_sdes, make_mixture  # noqa: E402
+from conftest import CorrelatedOU, PerturbedVE, all_linear_sdes, make_mixture  # noqa: E402
 
 F64 = torch.float64
 X0 = torch.tensor([1.0, -2.0], dtype=F64)
@@ -129,56 +129,6 @@ CONFIGS = {
 
 
 # --- planted errors -----------------------------------------------------------------------------
-
-
-class PerturbedVE(sdegen.AbstractLinearSDE):
-    """VE whose kernel variance is sigma(t)^2 (a start at sigma_min^2), not the SDE's
-    sigma(t)^2 - sigma_min^2 (as ``_PerturbedVE`` in tests/test_testing_kit.py)."""
-
-    def __init__(self):
-        self.ve = sdegen.VESDE()
-        super().__init__(self.ve.t_min, self.ve.T)
-        self.prior_std = self.ve.prior_std
-
-    def drift_coeff(self, t):
-        return self.ve.drift_coeff(t)
-
-    def diffusion(self, t):
-        return self.ve.diffusion(t)
-
-    def log_mean_coeff(self, t):
-        return self.ve.log_mean_coeff(t)
-
-    def marginal_var(self, t):
-        return self.ve.sigma(t) ** 2
-
-
-class CorrelatedOU(sdegen.AbstractSDE):
-    """``dx = A x dt + dw`` with a symmetric ``A`` that couples the coordinates (as
-    ``_CorrelatedOU`` in tests/test_testing_kit.py)."""
-
-    A = torch.tensor([[-1.0, 0.9], [0.9, -1.0]], dtype=F64)
-
-    def __init__(self):
-        super().__init__(1e-5, 1.0)
-
-    def drift(self, x, t):
-        return x @ self.A.T
-
-    def diffusion(self, t):
-        return torch.ones_like(t)
-
-    def prior_sample(self, shape, generator=None, *, dtype=None, device=None):
-        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
-
-    def prior_log_prob(self, x):
-        return -0.5 * (x**2).sum(-1)
-
-    @classmethod
-    def covariance(cls, t: float) -> torch.Tensor:
-        """Exact covariance at ``t`` from ``x0 = 0``: ``Q diag(expm1(2 lam t) / (2 lam)) Q^T``."""
-        lam, q = torch.linalg.eigh(cls.A)
-        return (q * (torch.expm1(2 * lam * t) / (2 * lam))) @ q.T
 
 
 class FlippedVP(sdegen.VPSDE):

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_mixture
+from conftest import CorrelatedOU, PerturbedVE, make_mixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -81,30 +81,9 @@ def test_marginal_of_mixture_matches_simulation_from_data(linear_sde):
 # --- planted errors are caught ----------------------------------------------------------------
 
 
-class _PerturbedVE(sdegen.AbstractLinearSDE):
-    """VE with the kernel variance sigma(t)^2 (a sigma_min-perturbed start), not the SDE's."""
-
-    def __init__(self):
-        self.ve = sdegen.VESDE()
-        super().__init__(self.ve.t_min, self.ve.T)
-        self.prior_std = self.ve.prior_std
-
-    def drift_coeff(self, t):
-        return self.ve.drift_coeff(t)
-
-    def diffusion(self, t):
-        return self.ve.diffusion(t)
-
-    def log_mean_coeff(self, t):
-        return self.ve.log_mean_coeff(t)
-
-    def marginal_var(self, t):
-        return self.ve.sigma(t) ** 2
-
-
 def test_limits_catch_a_ve_kernel_that_starts_at_sigma_min():
     gm = make_mixture(2)
-    wrong = _PerturbedVE()
+    wrong = PerturbedVE()
     report = check_marginal_limits(wrong, gm)
     assert not report.passed and max(report.start_variance_error) > 1e3
     # The Fokker–Planck residual alone cannot tell: sigma(t)^2 satisfies the same equation.
@@ -139,9 +118,8 @@ def test_transition_kernel_check_catches_planted_errors(planted, match):
     else:
         # dx = A x dt + dw with symmetric A = Q diag(lam) Q^T, from x0 = 0: mean 0 and
         # cov = Q diag((exp(2 lam t) - 1) / (2 lam)) Q^T. Claim it without its correlation.
-        sim, x0 = _CorrelatedOU(), torch.zeros(2, dtype=F64)
-        lam, q = torch.linalg.eigh(_CorrelatedOU.A)
-        full = (q * (torch.expm1(2 * lam * t) / (2 * lam))) @ q.T
+        sim, x0 = CorrelatedOU(), torch.zeros(2, dtype=F64)
+        full = CorrelatedOU.covariance(t)
         mean, cov = torch.zeros(2, dtype=F64), torch.diag(torch.diagonal(full))
     claim = sdegen.GaussianMixture(mean[None], cov[None])
     report = check_transition_kernel(
@@ -149,27 +127,6 @@ def test_transition_kernel_check_catches_planted_errors(planted, match):
     )
     assert not report.passed
     assert match in report.worst()[0]
-
-
-class _CorrelatedOU(sdegen.AbstractSDE):
-    """OU whose drift couples the coordinates: the kernel has correlations."""
-
-    def __init__(self):
-        super().__init__(1e-5, 1.0)
-
-    A = torch.tensor([[-1.0, 0.9], [0.9, -1.0]], dtype=F64)
-
-    def drift(self, x, t):
-        return x @ self.A.T
-
-    def diffusion(self, t):
-        return torch.ones_like(t)
-
-    def prior_sample(self, shape, generator=None, *, dtype=None, device=None):
-        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
-
-    def prior_log_prob(self, x):
-        return -0.5 * (x**2).sum(-1)
 
 
 def test_transition_kernel_check_catches_a_flipped_drift():
@@ -336,7 +293,7 @@ def test_transition_kernel_check_catches_a_ve_kernel_that_starts_at_sigma_min():
     sde = sdegen.VESDE()
     report = check_transition_kernel(
         sde,
-        _PerturbedVE(),
+        PerturbedVE(),
         torch.tensor([1.0, -2.0]),
         1e-3,
         n=4000,
