@@ -14,7 +14,8 @@ from .sde.base import AbstractLinearSDE
 
 _LOG_2PI = math.log(2 * math.pi)
 
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
+# (x, t) -> Tensor: a score or a log-density as a function of the state and per-sample time.
+TimeFn = Callable[[Tensor, Tensor], Tensor]
 
 
 class GaussianMixture:
@@ -248,7 +249,7 @@ class GaussianMixture:
         t = sde.time(t, x)
         return self._log_prob(x, *self._coefficients(sde, t))
 
-    def log_prob_fn(self, sde: AbstractLinearSDE) -> ScoreFn:
+    def log_prob_fn(self, sde: AbstractLinearSDE) -> TimeFn:
         """``(x, t) -> log p_t(x)`` for per-sample ``t``; differentiable in ``x`` and ``t``."""
         self._check_sde(sde)
 
@@ -258,7 +259,7 @@ class GaussianMixture:
 
         return log_prob
 
-    def score_fn(self, sde: AbstractLinearSDE) -> ScoreFn:
+    def score_fn(self, sde: AbstractLinearSDE) -> TimeFn:
         """The exact score ``(x, t) -> ∇_x log p_t(x)``, in closed form (no autograd).
 
         ``x``: ``(batch, *event)``; ``t``: ``(batch,)`` or a float. Meant to be called inside

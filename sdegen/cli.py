@@ -112,7 +112,11 @@ def _scatter(samples: dict[str, torch.Tensor], gm: GaussianMixture, path: Path) 
     except ImportError:
         print("matplotlib not installed (pip install 'sdegen[plot]'): no figure written")
         return None
-    panels = {"data (exact)": gm.sample(len(next(iter(samples.values()))), torch.Generator())}
+    panels = {
+        "data (exact)": gm.sample(
+            len(next(iter(samples.values()))), torch.Generator().manual_seed(0)
+        )
+    }
     panels.update(samples)
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharey=True)
     for ax, (name, x) in zip(axes, panels.items(), strict=True):

@@ -12,9 +12,7 @@ from torch import Tensor
 
 from ._utils import append_dims, batch_sum
 from ._validation import check_scalar, check_tensor
-from .reverse import _ADAPTIVE_ODE_METHODS, CountedScore, _check_sde
-
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
+from .reverse import _ADAPTIVE_ODE_METHODS, CountedScore, ScoreFn, _check_sde
 
 _DIVERGENCES = ("auto", "exact", "hutchinson")
 _PROBES = ("rademacher", "gaussian")
@@ -162,7 +160,7 @@ def _quadrature_solve(sde, counted, x, start, probes, x_tol, quad_tol, panels):
     """x(t) by one forward-only solve; ∫ div f̃ dt by Gauss–Kronrod panels in v = sqrt(t)
     (the integrand behaves like t^(-1/2) near t_min for real networks), each panel split once
     where its |K15 - G7| estimate exceeds its share of ``quad_tol``. Returns the integral
-    ``(batch, K)``, its error certificate ``(batch,)``, x_T and the number of quadrature nodes."""
+    ``(batch, K)``, its error certificate ``(batch,)`` and x_T."""
     nodes, wk, wg = kronrod15()
     v0, v1 = math.sqrt(start), math.sqrt(sde.T)
     coarse = torch.linspace(v0, v1, panels + 1, dtype=torch.float64)
@@ -209,15 +207,13 @@ def _quadrature_solve(sde, counted, x, start, probes, x_tol, quad_tol, panels):
     err_c = (k_c - g_c).abs().amax(dim=2)  # (P, batch)
     total, certificate = k_c.sum(0), err_c.sum(0)
     refine = (err_c > quad_tol / panels).any(dim=1)
-    n_nodes = 15 * panels
     for p in torch.nonzero(refine).flatten().tolist():
         k_f, g_f = panel_values(
             v_fine[2 * p : 2 * p + 2], half_fine[2 * p : 2 * p + 2], 15 * panels + 30 * p
         )
         total = total - k_c[p] + k_f.sum(0)
         certificate = certificate - err_c[p] + (k_f - g_f).abs().amax(dim=2).sum(0)
-        n_nodes += 30
-    return total, certificate, path[-1], n_nodes
+    return total, certificate, path[-1]
 
 
 class _VelocityOnly(torch.nn.Module):
@@ -337,7 +333,7 @@ def log_likelihood(
     prior_fn = sde.prior_log_prob if prior_log_prob is None else prior_log_prob
     n_cols = 1 if probes is None else num_probes
     if integrator == "quadrature":
-        integral, certificate, x_T, _ = _quadrature_solve(
+        integral, certificate, x_T = _quadrature_solve(
             sde,
             counted,
             x.detach(),

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torchsde
 from torch import Tensor
 
 from .._validation import check_scalar, check_shape, check_tensor
-from ..reverse import ProbabilityFlowODE, ReverseSDE, _check_sde
+from ..reverse import ProbabilityFlowODE, ReverseSDE, ScoreFn, _check_sde
 from ..sde.base import AbstractSDE
 from .brownian import StepBrownian
-
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
 class StabilityWarning(UserWarning):
