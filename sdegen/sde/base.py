@@ -84,6 +84,18 @@ class AbstractSDE(abc.ABC):
         check_time_in_range(name, t, self.t_min, self.T)
         return t
 
+    def config(self) -> dict:
+        """A JSON-able dict that :func:`sde_from_config` turns back into an equal SDE:
+        ``{"class": name, **constructor arguments}``.
+
+        SDEs whose definition holds Python code (a user SDE, a :class:`LinearSDE` built from
+        callables) cannot be written down and raise ``TypeError``; rebuild them in code.
+        """
+        raise TypeError(
+            f"{type(self).__name__} cannot be serialised to a config (it is defined by Python "
+            "code); rebuild it in code and pass it where a config was expected"
+        )
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(t_min={self.t_min}, T={self.T})"
 

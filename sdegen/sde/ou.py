@@ -40,6 +40,16 @@ class OUSDE(AbstractLinearSDE):
         self.prior_mean = self.mu
         self.prior_std = self.sigma / math.sqrt(2 * self.theta)
 
+    def config(self) -> dict:
+        return {
+            "class": "OUSDE",
+            "theta": self.theta,
+            "sigma": self.sigma,
+            "mu": self.mu,
+            "t_min": self.t_min,
+            "T": self.T,
+        }
+
     def drift_coeff(self, t: Tensor) -> Tensor:
         return torch.full_like(t, -self.theta)
 

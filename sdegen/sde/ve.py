@@ -54,6 +54,15 @@ class VESDE(AbstractLinearSDE):
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
         self.prior_std = self.sigma_max
 
+    def config(self) -> dict:
+        return {
+            "class": "VESDE",
+            "sigma_min": self.sigma_min,
+            "sigma_max": self.sigma_max,
+            "t_min": self.t_min,
+            "T": self.T,
+        }
+
     def sigma(self, t: Tensor) -> Tensor:
         """``sigma(t) = sigma_min (sigma_max / sigma_min)^t``."""
         return self.sigma_min * torch.exp(t * self._log_ratio)

@@ -86,7 +86,18 @@ class AbstractBetaSDE(AbstractLinearSDE):
     ) -> None:
         super().__init__(t_min, _default_T(schedule, T))
         self._schedule = _BetaSchedule(schedule, beta_min, beta_max, cosine_s, self.T)
+        self._config = {
+            "beta_min": float(beta_min),
+            "beta_max": float(beta_max),
+            "schedule": schedule,
+            "cosine_s": float(cosine_s),
+            "t_min": self.t_min,
+            "T": self.T,
+        }
         self.prior_std = 1.0
+
+    def config(self) -> dict:
+        return {"class": type(self).__name__, **self._config}
 
     def beta(self, t: Tensor) -> Tensor:
         """``beta(t)``, shape ``(batch,)``."""
