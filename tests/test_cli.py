@@ -7,7 +7,7 @@ from sdegen.cli import main
 
 
 def test_demo_writes_report_and_figure(tmp_path, capsys):
-    code = main(["demo", "--n", "1000", "--out", str(tmp_path)])
+    code = main(["ground-truth", "--n", "1000", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0, out
     summary = json.loads((tmp_path / "demo.json").read_text())
@@ -22,7 +22,7 @@ def test_demo_writes_report_and_figure(tmp_path, capsys):
 
 
 def test_demo_rejects_bad_arguments(capsys):
-    assert main(["demo", "--n", "3"]) == 2
+    assert main(["ground-truth", "--n", "3"]) == 2
     assert "--n must be >= 1000" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["demo", "--sde", "nope"])
+        main(["ground-truth", "--sde", "nope"])

@@ -1,9 +1,9 @@
-"""The ``sdegen`` command line.
+"""``sdegen ground-truth``: the closed-form check of the solvers.
 
-``sdegen demo`` runs the closed-form demo: a 2-D Gaussian mixture whose exact score is known,
-sampled through the reverse-time SDE (torchsde) and the probability-flow ODE (torchdiffeq), with
-goodness-of-fit checks, NFE and wall time per method, a scatter plot, and the exact
-log-likelihood through the probability flow against the closed form.
+A 2-D Gaussian mixture whose exact score is known is sampled through the reverse-time SDE
+(torchsde) and the probability-flow ODE (torchdiffeq), with goodness-of-fit checks, NFE and wall
+time per method, a scatter plot, and the exact log-likelihood through the probability flow
+against the closed form.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from .analytic import GaussianMixture
-from .likelihood import log_likelihood
-from .reverse import ProbabilityFlowODE
-from .sampling import sample
-from .sde import VESDE, VPSDE, SubVPSDE
-from .testing import check_samples
+from ..analytic import GaussianMixture
+from ..likelihood import log_likelihood
+from ..reverse import ProbabilityFlowODE
+from ..sampling import sample
+from ..sde import VESDE, VPSDE, SubVPSDE
+from ..testing import check_samples
 
 _SDES = {"vp": VPSDE, "ve": VESDE, "subvp": SubVPSDE}
 _DEMO_METHODS = [("euler", 500), ("srk", 100), ("ode_rk4", 50), ("ode_dopri5", None)]
@@ -43,7 +43,7 @@ def _demo(args: argparse.Namespace) -> int:
     gm = ring_mixture()
     score = gm.score_fn(sde)
     rows, samples = [], {}
-    print(f"sdegen demo: {sde!r}, 8-Gaussian ring, n = {args.n}, exact score")
+    print(f"sdegen ground-truth: {sde!r}, 8-Gaussian ring, n = {args.n}, exact score")
     print(f"{'method':<12}{'steps':>6}{'NFE':>7}{'time (s)':>10}{'mean err':>10}  goodness of fit")
     for method, steps in _DEMO_METHODS:
         gen = torch.Generator().manual_seed(args.seed)
@@ -132,28 +132,22 @@ def _scatter(samples: dict[str, torch.Tensor], gm: GaussianMixture, path: Path) 
     return path
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdegen", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo", help="closed-form demo: a 2-D mixture sampled with its exact score"
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "ground-truth",
+        help="sample a 2-D mixture with its exact score through every kind of solver and compare "
+        "with the closed form",
     )
-    demo.add_argument("--sde", choices=sorted(_SDES), default="vp")
-    demo.add_argument("--n", type=int, default=4000, help="samples per method")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="runs/demo", help="output folder")
-    demo.set_defaults(func=_demo)
-    return parser
+    parser.add_argument("--sde", choices=sorted(_SDES), default="vp")
+    parser.add_argument("--n", type=int, default=4000, help="samples per method (>= 1000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/ground-truth", help="output folder")
+    parser.set_defaults(func=run)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     # The goodness-of-fit tests keep their false-alarm rate only from about 1000 samples on.
-    if getattr(args, "n", 1000) < 1000:
+    if args.n < 1000:
         print(f"sdegen: error: --n must be >= 1000; got {args.n}", file=sys.stderr)
         return 2
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return _demo(args)
