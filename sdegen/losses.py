@@ -31,6 +31,11 @@ _PROJECTIONS = ("rademacher", "gaussian")
 # The importance table has nodes geometric and uniform in t (this many of each): lambda/sigma^2
 # varies like 1/t near t_min and smoothly elsewhere, so either family alone leaves coarse cells.
 _TABLE_NODES = 2048
+# ... then cells are bisected until lambda / sigma^2 changes by at most this much across each,
+# so that w lambda / sigma^2 stays within about 0.1% of its constant.
+_TABLE_RTOL = 2e-3
+_TABLE_MAX_ROUNDS = 30
+_TABLE_MAX_NODES = 1 << 18
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
 _F64 = torch.float64
 
@@ -65,14 +70,7 @@ class _TimeTable:
         rate: Callable[[Tensor], Tensor],
         cumulative: Callable[[Tensor], Tensor] | None,
     ) -> None:
-        nodes = torch.cat(
-            [
-                torch.logspace(math.log10(t_min), math.log10(T), _TABLE_NODES, dtype=_F64),
-                torch.linspace(t_min, T, _TABLE_NODES, dtype=_F64),
-            ]
-        )
-        nodes = torch.unique(nodes.clamp(t_min, T))
-        nodes[0], nodes[-1] = t_min, T
+        nodes = self._refined_nodes(t_min, T, rate)
         if cumulative is not None:
             values = cumulative(nodes)
             values = values - values[0]
@@ -95,6 +93,31 @@ class _TimeTable:
         self.t_min, self.T, self.total = t_min, T, total
         self.nodes, self.values = nodes, values
         self._on: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    @staticmethod
+    def _refined_nodes(t_min: float, T: float, rate: Callable[[Tensor], Tensor]) -> Tensor:
+        """Nodes geometric and uniform in ``t``, then cells bisected until ``r`` changes by at
+        most ``_TABLE_RTOL`` (relative) across each: ``r`` may blow up at either end (like
+        ``1 / t`` near ``t_min``, or where a cosine schedule's ``beta`` diverges near ``T``)."""
+        nodes = torch.cat(
+            [
+                torch.logspace(math.log10(t_min), math.log10(T), _TABLE_NODES, dtype=_F64),
+                torch.linspace(t_min, T, _TABLE_NODES, dtype=_F64),
+            ]
+        )
+        nodes = torch.unique(nodes.clamp(t_min, T))
+        nodes[0], nodes[-1] = t_min, T
+        values = rate(nodes)
+        for _ in range(_TABLE_MAX_ROUNDS):
+            lo, hi = values[:-1], values[1:]
+            change = (hi - lo).abs() / torch.maximum(lo.abs(), hi.abs()).clamp_min(1e-300)
+            coarse = (change > _TABLE_RTOL) & (nodes[1:] - nodes[:-1] > 1e-12 * T)
+            if not bool(coarse.any()) or len(nodes) > _TABLE_MAX_NODES:
+                break
+            mid = 0.5 * (nodes[:-1] + nodes[1:])[coarse]
+            nodes, order = torch.sort(torch.cat([nodes, mid]))
+            values = torch.cat([values, rate(mid)])[order]
+        return nodes
 
     def sample(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """Map uniforms ``u`` in ``[0, 1)`` (float64) to times and importance weights."""
