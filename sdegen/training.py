@@ -168,7 +168,7 @@ def _read_checkpoint(path: Path) -> dict:
 
 
 def _numpy_state() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global state users seed)
     return {
         "name": str(name),
         "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
@@ -180,7 +180,7 @@ def _numpy_state() -> dict:
 
 def _set_numpy_state(s: dict) -> None:
     keys = s["keys"].numpy().astype(np.uint32)
-    np.random.set_state((s["name"], keys, s["pos"], s["has_gauss"], s["cached_gaussian"]))
+    np.random.set_state((s["name"], keys, s["pos"], s["has_gauss"], s["cached_gaussian"]))  # noqa: NPY002
 
 
 def _python_state() -> dict:

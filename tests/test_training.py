@@ -14,11 +14,13 @@ import pytest
 import torch
 from torch import nn
 
+from sdegen import VPSDE
 from sdegen.training import (
     CheckpointError,
     CheckpointWarning,
     NonFiniteLossError,
     Trainer,
+    load_pretrained,
 )
 
 N_STEPS = 6
@@ -125,11 +127,12 @@ def test_each_piece_of_state_is_needed(tmp_path, straight, piece):
 def test_killed_process_resumes_exactly(tmp_path, straight):
     """A child process is killed (os._exit, no clean-up) between checkpoints; a new process
     state resumes from the last checkpoint and ends where the straight run ended."""
+    tests, out = str(Path(__file__).parent), str(tmp_path)
     code = (
-        "import os, sys; sys.path.insert(0, {tests!r}); import test_training as tt\n"
-        "trainer = tt.make_trainer({out!r}, loss=tt.exit_after({n}))\n"
+        f"import sys; sys.path.insert(0, {tests!r}); import test_training as tt\n"
+        f"trainer = tt.make_trainer({out!r}, loss=tt.exit_after({N_STEPS + 3}))\n"
         "trainer.fit(2 * tt.N_STEPS)\n"
-    ).format(tests=str(Path(__file__).parent), out=str(tmp_path), n=N_STEPS + 3)
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120)
     assert proc.returncode == 17, proc.stderr.decode()[-2000:]
@@ -338,3 +341,69 @@ def test_nonfinite_data_and_bad_loss_shape_are_rejected(tmp_path):
     trainer = make_trainer(tmp_path, loss=lambda score, x0, **kw: ou_dsm(score, x0, **kw).mean())
     with pytest.raises(ValueError, match=r"per-sample losses of shape \(batch,\) = \(16,\)"):
         trainer.fit(1)
+
+
+def make_score_model(num_classes=None):
+    from sdegen.models import MLP, ScoreModel
+
+    torch.manual_seed(0)
+    return ScoreModel(MLP(2, hidden=32, depth=2, num_classes=num_classes), VPSDE(), "eps")
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_export_round_trip_gives_identical_scores(tmp_path, ema):
+    from sdegen.losses import DenoisingScoreMatching
+
+    labels = torch.arange(64) % 3
+    trainer = Trainer(
+        make_score_model(num_classes=3),
+        DenoisingScoreMatching(VPSDE(), label_dropout=0.2, num_classes=3),
+        make_data(),
+        labels=labels,
+        out_dir=tmp_path,
+        batch_size=16,
+        lr=1e-2,
+        warmup_steps=0,
+        ema_decay=0.5,
+        progress=False,
+    )
+    trainer.fit(5)
+    exported = trainer.export(tmp_path / "final", ema=ema)
+    loaded = load_pretrained(exported)
+    source = trainer.ema_model if ema else trainer.model
+    source.eval()
+    x = torch.randn(10, 2, generator=torch.Generator().manual_seed(0))
+    t = torch.linspace(0.01, 1.0, 10)
+    with torch.no_grad():
+        for lab in (None, torch.arange(10) % 4):
+            assert torch.equal(loaded(x, t, lab), source(x, t, lab))
+    assert loaded.config() == source.config()
+    assert not loaded.training
+    assert json.loads((exported / "config.json").read_text())["weights"] == (
+        "ema" if ema else "model"
+    )
+    # The EMA differs from the raw weights, so the choice is visible.
+    assert not torch.equal(flat(trainer.ema_model), flat(trainer.model))
+
+
+def test_load_pretrained_rejects_mismatched_weights(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from sdegen.losses import DenoisingScoreMatching
+
+    trainer = Trainer(
+        make_score_model(),
+        DenoisingScoreMatching(VPSDE()),
+        make_data(),
+        out_dir=tmp_path,
+        batch_size=16,
+        progress=False,
+    )
+    exported = trainer.export(tmp_path / "final")
+    weights = load_file(exported / "model.safetensors")
+    weights["net.renamed.weight"] = weights.pop("net.input.weight")
+    save_file(weights, exported / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"net\.renamed\.weight"):
+        load_pretrained(exported)
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        load_pretrained(tmp_path)
