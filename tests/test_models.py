@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import sdegen
-from sdegen.models import MLP, PARAMETERIZATIONS, ScoreModel, net_from_config
+from sdegen.models import MLP, PARAMETERIZATIONS, ScoreModel, UNet, net_from_config
 
 # Parameterization algebra ---------------------------------------------------------------------
 
@@ -233,6 +233,37 @@ NETS = {
         (64,),
         lambda k: MLP(64, hidden=48, depth=3, num_classes=k, residual=False),
     ),
+    "unet-8x8x1": (
+        (1, 8, 8),
+        lambda k: UNet(1, channels=16, channel_mults=(1, 2), num_res_blocks=1, num_classes=k),
+    ),
+    "unet-28x28x1": (
+        (1, 28, 28),
+        lambda k: UNet(
+            1,
+            channels=8,
+            channel_mults=(1, 2, 2),
+            num_res_blocks=1,
+            attention_resolutions=(14,),
+            image_size=28,
+            num_classes=k,
+            dropout=0.1,
+            embedding="sinusoidal",
+        ),
+    ),
+    "unet-32x32x3": (
+        (3, 32, 32),
+        lambda k: UNet(
+            3,
+            channels=8,
+            channel_mults=(1, 1, 2, 2),
+            num_res_blocks=1,
+            attention_resolutions=(16, 8),
+            image_size=32,
+            num_classes=k,
+            head_channels=4,
+        ),
+    ),
 }
 
 
@@ -264,9 +295,11 @@ def test_network_shapes_labels_and_gradients(net_case, num_classes):
     out = net(x, c, labels)
     assert out.shape == x.shape and out.dtype == x.dtype and torch.isfinite(out).all()
     if num_classes:
+        net.eval()  # no dropout, so that two calls can be compared
         null = torch.full((4,), num_classes, dtype=torch.long)
         torch.testing.assert_close(net(x, c), net(x, c, null), rtol=0, atol=0)
         assert not torch.allclose(net(x, c, labels), net(x, c, null))
+        net.train()
     (out**2).sum().backward()
     for name, p in net.named_parameters():
         if name.startswith("class_embedding") or ".class_embedding" in name:
@@ -295,6 +328,7 @@ def test_network_config_round_trip(net_case):
     rebuilt = ScoreModel.from_config(cfg)
     assert rebuilt.config() == model.config()
     rebuilt.load_state_dict(model.state_dict())
+    model.eval(), rebuilt.eval()
     x = torch.randn(5, *event)
     t = torch.rand(5) * 0.9 + 0.05
     labels = torch.tensor([0, 1, 2, 3, 1])
@@ -344,3 +378,40 @@ def test_mlp_argument_errors():
         MLP(2, num_classes=0)
     with pytest.raises(ValueError, match="dim must be an even int"):
         MLP(2, fourier_features=15)
+
+
+def test_unet_shape_errors():
+    with pytest.raises(ValueError, match=r"divisible by 2\^\(len\(channel_mults\) - 1\) = 8"):
+        UNet(1, channels=8, channel_mults=(1, 2, 2, 2)).eval()(
+            torch.randn(2, 1, 28, 28), torch.randn(2)
+        )
+    with pytest.raises(ValueError, match="divisible"):
+        UNet(1, channels=8, channel_mults=(1, 2, 2, 2), image_size=28)
+    with pytest.raises(ValueError, match="needs image_size"):
+        UNet(1, channels=8, attention_resolutions=(16,))
+    with pytest.raises(ValueError, match=r"attention_resolutions \[16\] are not among"):
+        UNet(1, channels=8, channel_mults=(1, 2), attention_resolutions=(16,), image_size=28)
+    net = UNet(3, channels=8, channel_mults=(1, 2), num_res_blocks=1, image_size=8)
+    with pytest.raises(ValueError, match="in_channels = 3"):
+        net(torch.randn(2, 1, 8, 8), torch.randn(2))
+    with pytest.raises(ValueError, match="in_channels = 3"):
+        net(torch.randn(2, 3, 8), torch.randn(2))
+    with pytest.raises(ValueError, match="must be 8x8 images"):
+        net(torch.randn(2, 3, 16, 16), torch.randn(2))
+    with pytest.raises(ValueError, match="channel_mults must be a non-empty tuple"):
+        UNet(1, channel_mults=())
+    with pytest.raises(ValueError, match="dropout must lie in"):
+        UNet(1, dropout=1.0)
+    with pytest.raises(ValueError, match="embedding must be 'fourier' or 'sinusoidal'"):
+        UNet(1, embedding="learned")
+
+
+def test_unet_dropout_only_in_training_mode():
+    torch.manual_seed(0)
+    net = UNet(1, channels=8, channel_mults=(1, 2), num_res_blocks=1, dropout=0.5)
+    _randomise_zeros(net)
+    x, c = torch.randn(2, 1, 8, 8), torch.randn(2)
+    net.eval()
+    torch.testing.assert_close(net(x, c), net(x, c), rtol=0, atol=0)
+    net.train()
+    assert not torch.allclose(net(x, c), net(x, c))

@@ -4,6 +4,7 @@ score (parameterizations eps / score / x0 / v, EDM-style input scaling)."""
 from .embeddings import ClassEmbedding, GaussianFourierFeatures, SinusoidalEmbedding
 from .mlp import MLP
 from .score_model import PARAMETERIZATIONS, ScoreModel, net_from_config
+from .unet import UNet
 
 __all__ = [
     "MLP",
@@ -12,5 +13,6 @@ __all__ = [
     "GaussianFourierFeatures",
     "ScoreModel",
     "SinusoidalEmbedding",
+    "UNet",
     "net_from_config",
 ]

@@ -13,6 +13,7 @@ from .._validation import as_time, check_scalar
 from ..sde import sde_from_config
 from ..sde.base import AbstractSDE
 from .mlp import MLP
+from .unet import UNet
 
 PARAMETERIZATIONS = ("eps", "score", "x0", "v")
 
@@ -296,7 +297,7 @@ class _BoundScore(nn.Module):
 
 
 def _registry() -> dict[str, type[nn.Module]]:
-    return {"MLP": MLP}
+    return {"MLP": MLP, "UNet": UNet}
 
 
 def net_from_config(config: dict[str, Any]) -> nn.Module:
