@@ -7,6 +7,7 @@ space with :func:`sdegen.data.to_model_space`.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import functools
 import gzip
@@ -377,6 +378,8 @@ def _pickle_allowlist() -> dict[tuple[str, str], object]:
     reconstruct, frombuffer = a.__reduce_ex__(2)[0], a.__reduce_ex__(5)[0]
     allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray}
     allowed[("numpy", "dtype")] = np.dtype
+    # Python 3 writes bytes at pickle protocol 2 as codecs.encode(text, "latin1").
+    allowed[("_codecs", "encode")] = codecs.encode
     for mod in ("numpy.core", "numpy._core"):
         allowed[(f"{mod}.multiarray", "_reconstruct")] = reconstruct
         allowed[(f"{mod}.numeric", "_frombuffer")] = frombuffer
