@@ -622,3 +622,60 @@ def test_bad_noise_is_named():
     loss = DenoisingScoreMatching(sdegen.VPSDE())
     with pytest.raises(ValueError, match="noise"):
         loss(_good_score, torch.randn(8, 2), noise=torch.randn(8, 3))
+
+
+# --- Training (slow) -------------------------------------------------------------------------
+
+
+def _score_error(sde, gm, score, t_min: float) -> float:
+    """E_t sigma(t)^2 ||s(x_t, t) - ∇log p_t(x_t)||^2, t ~ U[t_min, 1], x_t from the kernel."""
+    g = torch.Generator().manual_seed(99)
+    n = 4096
+    x0 = gm.sample(n, g, dtype=torch.float32)
+    t = t_min + (sde.T - t_min) * torch.rand(n, generator=g)
+    x = sde.perturb(x0, t, torch.randn(x0.shape, generator=g))
+    with torch.no_grad():
+        err = ((score(x, t) - gm.score_fn(sde)(x, t)) ** 2).sum(1)
+    return float((sde.marginal_var(t) * err).mean())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["dsm", "ssm-kernel-free"])
+def test_training_a_small_net_learns_the_score(kind):
+    # Measured after 1000 Adam steps (batch 256): error 0.017 (DSM) and 0.024 (SSM on the VP
+    # SDE seen as drift + diffusion only, 50 Euler–Maruyama steps) against 1.5-1.6 for s = 0.
+    sde = sdegen.VPSDE()
+    gm, _ = _gaussian(d=2)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 64),
+        torch.nn.SiLU(),
+        torch.nn.Linear(64, 64),
+        torch.nn.SiLU(),
+        torch.nn.Linear(64, 2),
+    )
+    if kind == "dsm":
+        t_min = sde.t_min
+        loss = DenoisingScoreMatching(sde)
+
+        def score(x, t):  # noise prediction: s = -eps / sigma
+            return -net(torch.cat([x, t[:, None]], 1)) / sde.marginal_std(t)[:, None]
+
+    else:
+        t_min = 0.05
+        loss = SlicedScoreMatching(
+            KernelFree(sde), weighting="none", t_min=t_min, simulation_steps=50
+        )
+
+        def score(x, t):
+            return net(torch.cat([x, t[:, None]], 1))
+
+    baseline = _score_error(sde, gm, lambda x, t: torch.zeros_like(x), t_min)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(1000):
+        value = loss(score, gm.sample(256, g, dtype=torch.float32), generator=g).mean()
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    assert _score_error(sde, gm, score, t_min) < 0.05 * baseline
