@@ -380,6 +380,7 @@ def test_image_folder(tmp_path):
             arrays[(cls, k)] = a
             _write_png(tmp_path / cls / f"{k}.png", a)
     (tmp_path / "cat" / "notes.txt").write_text("ignored")
+    (tmp_path / ".cache").mkdir()  # hidden folders are not classes
     ds = load_image_folder(tmp_path)
     assert ds.images.shape == (5, 3, 6, 5) and ds.images.dtype == torch.uint8
     assert ds.labels.tolist() == [0, 0, 1, 1, 1] and ds.class_names == ("cat", "dog")
@@ -461,14 +462,15 @@ def test_to_model_space_matches_bits_per_dim(monkeypatch, kw):
 
     monkeypatch.setattr(sdegen.likelihood, "log_likelihood", fake_log_likelihood)
     x = torch.randint(0, 256, (8, 3, 4, 4), generator=torch.Generator().manual_seed(1))
-    sdegen.bits_per_dim(
-        sdegen.VPSDE(), lambda z, t: z, x, levels=256, generator=torch.Generator().manual_seed(2),
-        dtype=torch.float64, **kw,
-    )  # fmt: skip
-    z = to_model_space(
-        x, 256, generator=torch.Generator().manual_seed(2), dtype=torch.float64, **kw
-    )
-    assert len(seen) == 1 and torch.equal(seen[0], z)
+    # Integer input, an explicit dtype; then float64 input with the default dtype on both sides.
+    for data, dtype in ((x, torch.float64), (x.double(), None)):
+        seen.clear()
+        sdegen.bits_per_dim(
+            sdegen.VPSDE(), lambda z, t: z, data, levels=256,
+            generator=torch.Generator().manual_seed(2), dtype=dtype, **kw,
+        )  # fmt: skip
+        z = to_model_space(data, 256, generator=torch.Generator().manual_seed(2), dtype=dtype, **kw)
+        assert len(seen) == 1 and seen[0].dtype == torch.float64 and torch.equal(seen[0], z)
 
 
 @pytest.mark.parametrize("kw", _TRANSFORMS, ids=str)

@@ -488,8 +488,9 @@ def load_image_folder(
     """Images from a directory, read with Pillow.
 
     With subfolders, each subfolder is a class (labels follow the sorted folder names, kept in
-    ``class_names``) and files directly in ``root`` are ignored; without subfolders the images
-    in ``root`` are read without labels. Files are taken in sorted order.
+    ``class_names``; hidden folders, starting with ``.``, are skipped) and files directly in
+    ``root`` are ignored; without subfolders the images in ``root`` are read without labels.
+    Files are taken in sorted order.
 
     Arguments:
         root: the directory.
@@ -520,7 +521,7 @@ def load_image_folder(
     def files_in(folder: Path) -> list[Path]:
         return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
 
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if class_dirs:
         entries = [(p, k) for k, d in enumerate(class_dirs) for p in files_in(d)]
     else:

@@ -64,14 +64,17 @@ def to_model_space(
         data_range, logit: the transform ``T``.
         dequantize: add uniform noise (for training), or use bin centres (for display, tests).
         generator: seeds ``u``.
-        dtype: floating dtype of ``z`` (default ``torch.get_default_dtype()``).
+        dtype: floating dtype of ``z``; default: that of ``images`` if floating, else
+            ``torch.get_default_dtype()`` (as in :func:`sdegen.dequantize`).
 
     Returns:
         ``z``, shaped like ``images``.
     """
     levels = _check_levels(levels)
     x = _check_integer_data("images", images, levels)
-    dtype = dtype or torch.get_default_dtype()
+    # The same default as sdegen.dequantize (and so bits_per_dim): a floating input keeps its
+    # dtype, an integer one gets torch's default.
+    dtype = dtype or (x.dtype if x.is_floating_point() else torch.get_default_dtype())
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating dtype; got {dtype}")
     if dequantize:
