@@ -1,0 +1,187 @@
+"""Time grids and the SDE's marginal coefficients in the "EDM" form.
+
+A linear SDE has the kernel ``x_t | x_0 ~ N(m(t) x_0 + c(t), s(t)^2 I)``. With
+
+    ``x̃ = (x - c(t)) / m(t)``,   ``σ(t) = s(t) / m(t)``,   ``λ(t) = -log σ(t)``
+
+every such SDE (VE, VP, sub-VP, OU, user schedules) becomes ``x̃_σ = x_0 + σ ε``: the
+probability flow is ``dx̃/dσ = (x̃ - D(x̃, σ)) / σ`` with the denoiser (Tweedie)
+``D = E[x_0 | x_t] = x̃ + (s^2 / m) ∇log p_t(x)``, and only the map ``t ↦ σ(t)`` tells the SDEs
+apart (Karras et al. 2022). Few-step samplers therefore work on ``(x̃, σ)`` and never ask which
+SDE they solve; ``t`` is recovered from ``σ`` by bisection, since ``σ(t)`` increases.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..sde.base import AbstractSDE
+from ._schedules import OPTIMISED_SCHEDULES
+
+F64 = torch.float64
+GRIDS = ("uniform", "logsnr", "rho", "optimised")
+
+
+def needs_marginal(sde: AbstractSDE, what: str) -> None:
+    """Raise a clear error when ``what`` needs a closed-form kernel the SDE lacks."""
+    if not getattr(sde, "has_marginal", False):
+        raise ValueError(
+            f"{what} needs an SDE with a closed-form Gaussian kernel (has_marginal = True and "
+            f"marginal_mean_coeff / marginal_std, e.g. VPSDE, VESDE, LinearSDE); "
+            f"{type(sde).__name__} has none. Use a method that needs only drift and diffusion "
+            "('euler', 'pc_euler_maruyama', 'ode_dopri5', ...) or a 'uniform' time grid"
+        )
+
+
+class MarginalCoefficients:
+    """``m(t)``, ``c(t)``, ``s(t)``, ``σ(t) = s/m`` of a linear SDE, in float64 on the CPU.
+
+    Arguments:
+        sde: an SDE with ``has_marginal = True``.
+        what: the method or grid asking (for the error message).
+    """
+
+    def __init__(self, sde: AbstractSDE, what: str = "this method") -> None:
+        needs_marginal(sde, what)
+        self.sde = sde
+        t = torch.linspace(sde.t_min, sde.T, 1025, dtype=F64)
+        log_sigma = torch.log(self.sigma(t))
+        if not bool(torch.isfinite(log_sigma).all()) or bool((log_sigma.diff() <= 0).any()):
+            raise ValueError(
+                f"{what} needs σ(t) = marginal_std / marginal_mean_coeff to be finite and strictly "
+                f"increasing on [t_min, T]; it is not for {sde!r}"
+            )
+        self.sigma_min, self.sigma_max = float(log_sigma[0].exp()), float(log_sigma[-1].exp())
+
+    def m(self, t: Tensor) -> Tensor:
+        return self.sde.marginal_mean_coeff(t)
+
+    def s(self, t: Tensor) -> Tensor:
+        return self.sde.marginal_std(t)
+
+    def c(self, t: Tensor) -> Tensor:
+        c = self.sde.mean_offset(t)
+        return torch.zeros_like(t) if c is None else c
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self.s(t) / self.m(t)
+
+    def time_of_sigma(self, sigma: Tensor) -> Tensor:
+        """Invert ``σ(t)`` by bisection in float64 (60 halvings of ``[t_min, T]``)."""
+        sigma = torch.as_tensor(sigma, dtype=F64)
+        target = torch.log(sigma.clamp(self.sigma_min, self.sigma_max))
+        lo = torch.full_like(target, self.sde.t_min)
+        hi = torch.full_like(target, self.sde.T)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            above = torch.log(self.sigma(mid)) > target
+            hi = torch.where(above, mid, hi)
+            lo = torch.where(above, lo, mid)
+        t = 0.5 * (lo + hi)
+        # The ends are exact so that a grid starts at T and stops at t_min.
+        t = torch.where(sigma >= self.sigma_max, torch.full_like(t, self.sde.T), t)
+        return torch.where(sigma <= self.sigma_min, torch.full_like(t, self.sde.t_min), t)
+
+
+def sigma_grid(
+    name: str, steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0
+) -> Tensor:
+    """Decreasing ``σ_0 = σ_max > ... > σ_steps = σ_min`` (float64).
+
+    - ``"logsnr"``: uniform in ``λ = -log σ`` (half the log signal-to-noise ratio).
+    - ``"rho"``: ``σ_i = (σ_max^{1/ρ} + i/N (σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ`` (Karras et al.
+      2022; ``ρ = 7`` by default, ``ρ → ∞`` tends to log-SNR-uniform).
+    - ``"optimised"``: a schedule fitted offline (see :data:`OPTIMISED_SCHEDULES`): a warp
+      ``u ↦ v(u)`` of ``[0, 1]`` with ``log σ = log σ_max + v (log σ_min - log σ_max)``,
+      interpolated linearly in ``u = i / N`` when no schedule was fitted for ``N`` steps.
+    """
+    i = torch.arange(steps + 1, dtype=F64) / steps
+    lo, hi = math.log(sigma_min), math.log(sigma_max)
+    if name == "logsnr":
+        return torch.exp(hi + i * (lo - hi))
+    if name == "rho":
+        a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+        out = (a + i * (b - a)) ** rho
+        out[0], out[-1] = sigma_max, sigma_min
+        return out
+    if name == "optimised":
+        v = optimised_warp(steps)
+        return torch.exp(hi + v * (lo - hi))
+    raise ValueError(f"time_grid must be one of {GRIDS} or a sequence of times; got {name!r}")
+
+
+def optimised_warp(steps: int) -> Tensor:
+    """The fitted warp ``v_0 = 0 < v_1 < ... < v_steps = 1`` of log σ for ``steps`` steps."""
+    if steps in OPTIMISED_SCHEDULES:
+        return torch.tensor(OPTIMISED_SCHEDULES[steps], dtype=F64)
+    # Interpolate the fitted schedule with the nearest step count, read as a quantile function.
+    nearest = min(OPTIMISED_SCHEDULES, key=lambda n: (abs(math.log(n / steps)), n))
+    ref = torch.tensor(OPTIMISED_SCHEDULES[nearest], dtype=F64)
+    u_ref = torch.linspace(0, 1, nearest + 1, dtype=F64)
+    u = torch.linspace(0, 1, steps + 1, dtype=F64)
+    idx = torch.searchsorted(u_ref, u, right=True).clamp(1, nearest)
+    w = (u - u_ref[idx - 1]) / (u_ref[idx] - u_ref[idx - 1])
+    return ref[idx - 1] + w * (ref[idx] - ref[idx - 1])
+
+
+def time_grid(
+    sde: AbstractSDE,
+    grid: str | Sequence[float] | Tensor,
+    steps: int | None,
+    *,
+    rho: float = 7.0,
+) -> Tensor:
+    """A decreasing float64 grid of forward times ``t_0 > t_1 > ... > t_steps``.
+
+    Arguments:
+        sde: the forward SDE.
+        grid: ``"uniform"`` in ``t`` (any SDE), ``"logsnr"``, ``"rho"`` or ``"optimised"`` in
+            ``σ = s/m`` (linear SDEs; see :func:`sigma_grid`), or a strictly decreasing sequence
+            of times in ``[t_min, T]`` (then ``steps`` must be ``None`` or ``len(grid) - 1``).
+        steps: number of intervals for a named grid.
+        rho: the exponent of the ``"rho"`` grid.
+    """
+    if isinstance(grid, str):
+        if grid not in GRIDS:
+            raise ValueError(
+                f"time_grid must be one of {GRIDS} or a sequence of times; got {grid!r}"
+            )
+        if grid == "uniform":
+            return torch.linspace(sde.T, sde.t_min, steps + 1, dtype=F64)
+        coeffs = MarginalCoefficients(sde, f"time_grid={grid!r}")
+        sig = sigma_grid(grid, steps, coeffs.sigma_min, coeffs.sigma_max, rho)
+        ts = coeffs.time_of_sigma(sig)
+        if bool((ts.diff() >= 0).any()):
+            raise ValueError(
+                f"time_grid={grid!r} with {steps} steps has coinciding times after inverting σ(t); "
+                "use fewer steps or another grid"
+            )
+        return ts
+    try:
+        ts = torch.as_tensor(grid, dtype=F64).detach().cpu()
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"time_grid must be a grid name {GRIDS} or a sequence of times; got "
+            f"{type(grid).__name__}"
+        ) from None
+    if ts.dim() != 1 or ts.numel() < 2:
+        raise ValueError(
+            f"time_grid must be a 1-D sequence of at least two times; got shape {tuple(ts.shape)}"
+        )
+    if not bool(torch.isfinite(ts).all()) or bool((ts.diff() >= 0).any()):
+        raise ValueError("time_grid must be finite and strictly decreasing (from T to t_min)")
+    if float(ts.max()) > sde.T or float(ts.min()) < sde.t_min:
+        raise ValueError(
+            f"time_grid must lie in [t_min, T] = [{sde.t_min}, {sde.T}]; got "
+            f"[{float(ts.min())}, {float(ts.max())}]"
+        )
+    if steps is not None and steps != ts.numel() - 1:
+        raise ValueError(
+            f"steps={steps} disagrees with time_grid of {ts.numel()} times ({ts.numel() - 1} "
+            "steps); give one or the other"
+        )
+    return ts
