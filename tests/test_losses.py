@@ -357,6 +357,26 @@ def test_ssm_exact_score_is_minimal_with_common_random_numbers():
         assert float(diff.mean()) > 0 and ok, f"scale {scale}: {msg}"
 
 
+@pytest.mark.parametrize("sde", [sdegen.VPSDE(), sdegen.VESDE()], ids=repr)
+def test_ssm_importance_and_uniform_t_have_the_same_expectation(sde):
+    # At the exact score the g2 objective is 1 / (T - t_min) ∫ g^2 (-½ tr Sigma_t^{-1}) dt.
+    gm, eig = _gaussian()
+    n, t_min = 40_000, 1e-2
+    x0 = gm.sample(n, torch.Generator().manual_seed(19), dtype=F64)
+
+    def integrand(t):
+        m, s2 = sde.marginal_mean_coeff(t), sde.marginal_var(t)
+        return -0.5 * sde.diffusion(t) ** 2 * (1 / (m[:, None] ** 2 * eig + s2[:, None])).sum(1)
+
+    expected = _gl_integral(integrand, t_min, sde.T) / (sde.T - t_min)
+    for sampling in ("uniform", "importance"):
+        loss = SlicedScoreMatching(sde, t_sampling=sampling, reduction="sum", t_min=t_min)
+        with torch.no_grad():
+            values = loss(gm.score_fn(sde), x0, generator=torch.Generator().manual_seed(20))
+        ok, msg = _within(values, expected)
+        assert ok, f"{sampling}: {msg}"
+
+
 def _euler_ou_law(mean, cov, theta, sigma, t, steps):
     """The exact law of Euler–Maruyama for dx = -theta x dt + sigma dw in ``steps`` steps:
     x_N = a^N x_0 + noise, a = 1 - theta h, noise variance sigma^2 h Σ_k a^{2k}."""
