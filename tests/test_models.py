@@ -376,8 +376,10 @@ def test_mlp_argument_errors():
         MLP(2, depth=0)
     with pytest.raises(ValueError, match="num_classes must be None or an int >= 1"):
         MLP(2, num_classes=0)
-    with pytest.raises(ValueError, match="dim must be an even int"):
+    with pytest.raises(ValueError, match="fourier_features must be an even int"):
         MLP(2, fourier_features=15)
+    with pytest.raises(ValueError, match="channels must be even"):
+        UNet(1, channels=15)
 
 
 def test_unet_shape_errors():

@@ -55,6 +55,10 @@ class MLP(nn.Module):
         for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+        if isinstance(fourier_features, bool) or not isinstance(fourier_features, int):
+            raise ValueError(f"fourier_features must be an even int >= 2; got {fourier_features!r}")
+        if fourier_features < 2 or fourier_features % 2:
+            raise ValueError(f"fourier_features must be an even int >= 2; got {fourier_features!r}")
         self.dim = dim
         self._config = {
             "dim": dim,
