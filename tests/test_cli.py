@@ -26,3 +26,50 @@ def test_demo_rejects_bad_arguments(capsys):
     assert "--n must be >= 1000" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["ground-truth", "--sde", "nope"])
+
+
+def _toy_args(out):
+    return [
+        "--set", "data.name=toy", "--set", "data.toy=moons", "--set", "data.toy_samples=2000",
+        "--set", "model.net=mlp", "--set", "model.options={hidden: 32, depth: 2}",
+        "--set", "train.steps=30", "--set", "train.batch_size=64", "--set", "train.progress=false",
+        "--set", "train.ema_decay=0.5", "--set", "train.checkpoint_every=20", "--out", str(out),
+    ]  # fmt: skip
+
+
+def test_train_sample_likelihood_on_a_toy_set(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *_toy_args(run)]) == 0
+    assert (run / "final" / "model.safetensors").is_file() and (run / "config.yaml").is_file()
+    assert "trained to step 30" in capsys.readouterr().out
+    # A second call finds the finished run and resumes instead of starting again.
+    assert main(["train", *_toy_args(run), "--set", "train.steps=40"]) == 0
+    assert "resumed from step 30" in capsys.readouterr().out
+
+    assert main(["sample", str(run), "--method", "dpmpp_2m", "--nfe", "8", "--n", "256"]) == 0
+    import torch
+
+    samples = torch.load(run / "samples" / "dpmpp_2m.pt")
+    assert samples.shape == (256, 2) and torch.isfinite(samples).all()
+    assert (run / "samples" / "dpmpp_2m.png").read_bytes()[:4] == b"\x89PNG"
+    assert "NFE 8" in capsys.readouterr().out
+
+    assert main(["likelihood", str(run), "--n", "32"]) == 0
+    report = json.loads((run / "likelihood.json").read_text())
+    assert report["metric"] == "nats/point" and report["n"] == 32
+    assert math.isfinite(report["value"]) and report["std_error"] >= 0 and report["nfe"] > 0
+
+
+def test_train_prints_config_and_rejects_bad_ones(tmp_path, capsys):
+    assert main(["train", "--print-config", "--set", "train.steps=5"]) == 0
+    assert "steps: 5" in capsys.readouterr().out
+    assert main(["train", "--set", "train.stepz=5", "--out", str(tmp_path)]) == 2
+    assert "'train.stepz'" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  name: mnist-idx\n  path: /no/such/file\n")
+    assert main(["train", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "data.path" in capsys.readouterr().err
+    assert main(["train", "--set", "model.net=transformer", "--out", str(tmp_path / "r")]) == 2
+    assert "model.net" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path / "nothing")]) == 2
+    assert "not a run folder" in capsys.readouterr().err

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import ground_truth
+from . import demo, ground_truth, run
+from .config import ConfigError
 
 __all__ = ["build_parser", "main"]
 
@@ -21,13 +22,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sdegen", description="Score-based generative modelling through SDEs."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    demo.add_parser(sub)
+    run.add_parsers(sub)
     ground_truth.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"sdegen: config error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

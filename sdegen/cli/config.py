@@ -50,6 +50,7 @@ class DataConfig:
     image_size: int | None = None  # image-folder: resize to this square size
     grayscale: bool = False  # image-folder
     data_range: str = "[-1,1]"
+    dequantize_copies: int = 8  # uniform-dequantization draws of each training image
 
 
 @dataclass
@@ -90,7 +91,7 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    method: str = "dpm_solver_2m"
+    method: str = "unipc"
     steps: int | None = None
     nfe: int | None = None
     n: int = 64
