@@ -150,14 +150,14 @@ class ScoreModel(nn.Module):
         self, x: Tensor, t: Tensor, labels: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Return ``x̃``, the network output ``F`` and ``m``, ``s``, ``D`` broadcast to ``x``."""
-        m, s, c, log_snr = self._coefficients(t)
+        m, s, c, log_noise_ratio = self._coefficients(t)
         n = x.dim()
         x_work = x.to(t.dtype)
         x_tilde = x_work if c is None else x_work - append_dims(c, n)
         m, s = append_dims(m, n), append_dims(s, n)
         scale = torch.sqrt(m**2 * self.sigma_data**2 + s**2)
         x_in = (x_tilde / scale).to(x.dtype)
-        F = self._net(x_in, (log_snr / 4).to(x.dtype), labels).to(t.dtype)
+        F = self._net(x_in, (log_noise_ratio / 4).to(x.dtype), labels).to(t.dtype)
         return x_tilde, F, m, s, scale
 
     # Public API -------------------------------------------------------------------------------
