@@ -72,7 +72,8 @@ class TrainResult:
         losses: ``(n,)`` float64, the global mean loss of each step run by this call (NaN or inf
             for skipped steps); ``n`` is ``step`` minus the step resumed from.
         skipped: steps skipped for a non-finite loss or gradient, over the whole run.
-        steps_per_second: training throughput of this call.
+        steps_per_second: training steps per second in this call (time spent writing
+            checkpoints and in ``eval_fn`` excluded).
         resumed_from: the step of the checkpoint this call resumed from (``None``: fresh start).
         checkpoint: the last checkpoint written (``None`` off rank 0 or with checkpoints off).
         metrics_path: the JSONL metrics log.
@@ -244,6 +245,19 @@ class _ShardedScore:
         before = out.new_zeros((self.lo, *out.shape[1:]))
         after = out.new_zeros((self.batch - self.hi, *out.shape[1:]))
         return torch.cat([before, out, after])
+
+
+def _adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    # The fused kernel makes one pass over each parameter instead of about eight: on CPU it cut
+    # the optimizer step of a 610k-parameter MLP from 7 ms to 1 ms (benchmarks/train.py).
+    params = list(model.parameters())
+    fused = all(
+        p.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) for p in params
+    )
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+    except (RuntimeError, ValueError):  # a device without a fused kernel
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def _resolve_device(device: str | torch.device, local_rank: int | None) -> torch.device:
@@ -446,9 +460,7 @@ class Trainer:
             model, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True
         )
         self._ema.eval()
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=self.lr, weight_decay=self.weight_decay
-        )
+        self.optimizer = _adamw(model, self.lr, self.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _LinearWarmup(self.warmup_steps)
         )
@@ -527,10 +539,14 @@ class Trainer:
         if self.distributed:
             dist.all_reduce(loss)
             loss = loss / self.world_size
-        max_norm = self.grad_clip if self.grad_clip is not None else math.inf
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = nn.utils.get_total_norm([p.grad for p in params])
         loss_value, norm_value = float(loss), float(grad_norm)
         if math.isfinite(loss_value) and math.isfinite(norm_value):
+            if self.grad_clip is not None and norm_value > self.grad_clip:
+                # Scale only when needed (clip_grad_norm_ multiplies every gradient by 1
+                # otherwise, an extra pass over the weights on every step).
+                nn.utils.clip_grads_with_norm_(params, self.grad_clip, grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             self._ema.update_parameters(self.model)
@@ -602,14 +618,20 @@ class Trainer:
                     window_loss, window_norm = [], []
                     t_window, window_start = now, self.step
                 if self.eval_every is not None and self.step % self.eval_every == 0:
+                    paused = time.perf_counter()
                     self._evaluate()
+                    t_window += time.perf_counter() - paused
+                    t_call += time.perf_counter() - paused
                 if self.step % self.checkpoint_every == 0:
+                    paused = time.perf_counter()
                     self.save_checkpoint()
+                    t_window += time.perf_counter() - paused
+                    t_call += time.perf_counter() - paused
         finally:
             bar.close()
+        elapsed = time.perf_counter() - t_call
         if self.step > start and self.step % self.checkpoint_every != 0:
             self.save_checkpoint()
-        elapsed = time.perf_counter() - t_call
         return TrainResult(
             step=self.step,
             losses=torch.tensor(losses, dtype=torch.float64),
