@@ -29,7 +29,7 @@ test: lint
 
 docs: env
 	$(BIN)/pip install --quiet -e ".[docs]"
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -f docs/mkdocs.yml -d ../site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -f docs/mkdocs.yml
 
 bench: env
 	$(BIN)/python benchmarks/bench_sampling.py
