@@ -125,7 +125,7 @@ _METHODS = {
         _fewstep("dpmpp_2m", "ode", "multistep_exponential", 2.0, 1, "logsnr", 2),
         _fewstep("dpmpp_3m", "ode", "multistep_exponential", 3.0, 1, "logsnr", 3),
         _fewstep("edm_heun", "ode", "edm_heun", 2.0, 2, "rho"),
-        _fewstep("ipndm", "ode", "ipndm", 4.0, 1, "optimised", 4),
+        _fewstep("ipndm", "ode", "ipndm", 2.0, 1, "optimised", 4),
         _fewstep("unipc", "ode", "unipc", 4.0, 1, "optimised", 3),
         _fewstep("ancestral", "sde", "ancestral", 0.5, 1, "logsnr", 1),
         _fewstep("sde_dpmpp_2m", "sde", "sde_dpmpp", 1.0, 1, "logsnr", 2),
