@@ -35,7 +35,7 @@ def _generous_steps(name):
     if m.family == "exponential":
         return 100 if m.deterministic else 400
     if m.family == "torchdiffeq":
-        return 100
+        return 1000 if m.order == 1 else 100
     return 200 if m.score_evals_per_step > 1 else 500
 
 
