@@ -407,3 +407,44 @@ def test_load_pretrained_rejects_mismatched_weights(tmp_path):
         load_pretrained(exported)
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         load_pretrained(tmp_path)
+
+
+@pytest.mark.slow
+def test_trains_to_the_true_density(tmp_path):
+    """An MLP score model trained for about 2 CPU minutes on the 8-component Gaussian ring: its
+    negative log-likelihood by the probability-flow ODE is within 0.05 nats of the true entropy,
+    both estimated on the same 1 000 held-out points (the difference of per-point values has a
+    small spread, so the comparison is much sharper than either estimate)."""
+    from sdegen import log_likelihood
+    from sdegen.data import eight_gaussians_mixture
+    from sdegen.losses import DenoisingScoreMatching
+    from sdegen.models import MLP, ScoreModel
+
+    gm = eight_gaussians_mixture()
+    sde = VPSDE()
+    data = gm.sample(100_000, generator=torch.Generator().manual_seed(0)).float()
+    test = gm.sample(1_000, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    trainer = Trainer(
+        ScoreModel(MLP(2, hidden=128, depth=3), sde, "eps"),
+        DenoisingScoreMatching(sde, weighting="g2", t_sampling="importance"),
+        data,
+        out_dir=tmp_path,
+        batch_size=512,
+        lr=2e-3,
+        warmup_steps=200,
+        ema_decay=0.999,
+        checkpoint_every=5_000,
+        log_every=1_000,
+        progress=False,
+    )
+    trainer.fit(11_000)
+    model = load_pretrained(trainer.export(tmp_path / "final"))
+    nll = -log_likelihood(sde, model, test.float(), divergence="exact").log_prob.double()
+    true_nll = -gm.log_prob(test)  # its mean estimates the entropy
+    gap = nll - true_nll
+    mean, se = float(gap.mean()), float(gap.std() / math.sqrt(len(gap)))
+    print(
+        f"entropy {float(true_nll.mean()):.4f}, NLL {float(nll.mean()):.4f}, gap {mean:.4f} ± {se:.4f}"
+    )
+    assert abs(mean) < 0.05
