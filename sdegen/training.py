@@ -69,8 +69,9 @@ class TrainResult:
 
     Attributes:
         step: the global step reached (steps attempted, skipped ones included).
-        losses: ``(n,)`` float64, the global mean loss of each step run by this call (NaN or inf
-            for skipped steps); ``n`` is ``step`` minus the step resumed from.
+        losses: ``(n,)`` float64, the global mean loss of each step run by this call (as
+            computed, so NaN or inf where that made the step skip); ``n`` is the number of
+            steps this call ran.
         skipped: steps skipped for a non-finite loss or gradient, over the whole run.
         steps_per_second: training steps per second in this call (time spent writing
             checkpoints and in ``eval_fn`` excluded).
@@ -322,7 +323,8 @@ class Trainer:
         grad_clip: maximum global gradient norm (``None``: no clipping; the norm is still logged).
         ema_decay: EMA decay in [0, 1).
         bf16: run the forward pass and loss under bf16 autocast.
-        compile: ``torch.compile`` the network (``model.net`` when present) in place.
+        compile: ``torch.compile`` the network (``model.net`` when present) in place; a dict
+            is passed to ``torch.compile`` as options (e.g. ``{"mode": "max-autotune"}``).
         device: ``"auto"`` (CUDA when available, else CPU) or a device.
         seed: seeds the data-order generator (``seed``) and the loss generator (``seed + 1``).
         checkpoint_every: steps between checkpoints (a final one is written at the end of fit).
@@ -360,7 +362,7 @@ class Trainer:
         grad_clip: float | None = 1.0,
         ema_decay: float = 0.999,
         bf16: bool = False,
-        compile: bool = False,
+        compile: bool | dict = False,
         device: str | torch.device = "auto",
         seed: int = 0,
         checkpoint_every: int = 1000,
@@ -443,9 +445,6 @@ class Trainer:
         self._labels = None if labels is None else labels.to(self.device)
         self.loss = loss
 
-        if compile:
-            # In place: the state-dict keys stay those of the plain network.
-            getattr(model, "net", model).compile()
         if self.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             # DDP broadcasts rank 0's weights, so the EMA copied next starts equal on all ranks.
@@ -460,6 +459,11 @@ class Trainer:
             model, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True
         )
         self._ema.eval()
+        if compile:
+            # In place, after the EMA copy (which stays eager): the state-dict keys stay those
+            # of the plain network, so checkpoints and exports do not depend on this flag.
+            options = compile if isinstance(compile, dict) else {}
+            getattr(model, "net", model).compile(**options)
         self.optimizer = _adamw(model, self.lr, self.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _LinearWarmup(self.warmup_steps)
