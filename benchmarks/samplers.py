@@ -1,46 +1,64 @@
 """Few-step and stochastic samplers on an 8-component Gaussian mixture in d = 64, exact score.
 
+The mixture (``mixture()``): 8 components with means drawn ``N(0, I_64)`` (pairwise distances
+about √128 ≈ 11), diagonal covariances with per-coordinate variances uniform in [0.1, 1], weights
+``0.5 + U(0, 1)`` normalised; seed 0. ``--mixture hard`` uses the narrower variances
+[0.02, 0.3] of earlier runs instead (same means), where one sample ending in another component
+("flip") costs more relative to the targets.
+
 Two SDEs with the same σ = s/m range [0.002, σ_max]: the EDM/VE setting (``VESDE(0.002, 80)``
 with ``t_min`` where ``s(t_min) = 0.002``) and the linear VP SDE (``t_min`` where σ = 0.002,
-σ_max ≈ 152). For NFE 10, 20, 50:
+σ_max ≈ 152). For NFE 10, 20, 50, averaged over ``--batches`` independent noise batches (seeds
+``--seed`` + b), reported as mean ± standard error over batches:
 
 - deterministic samplers: path error, the RMS over all coordinates of the difference to a
-  converged probability-flow solve from the same noise (torchdiffeq dopri5, rtol = atol = 1e-10);
+  converged probability-flow solve from the same noise (UniPC, 400 log-SNR steps; checked against
+  torchdiffeq dopri5 at rtol = atol = 1e-10 on the first batch of each SDE, printed);
 - stochastic samplers: sliced Wasserstein distance (``--projections`` random directions, W2 per
-  direction from sorted samples) between the samples and ``--batch`` exact samples of p_{t_min},
+  direction from sorted samples) between the samples and as many exact samples of p_{t_min},
   next to the floor, the same distance between two independent exact sample sets;
-- wall time, and the share of it spent outside the score (timed by wrapping the score).
+- the share of wall time spent outside the score (timed by wrapping the score), measured
+  separately at batch 2000 and 20 NFE on VE.
 
-Prints a Markdown table and writes a log–log error-vs-NFE figure (``--figure``).
+Prints Markdown tables and writes a log–log error-vs-NFE figure (``--figure``).
 Targets: path error ≤ 0.05 / 0.01 / 1e-3 at 10 / 20 / 50 NFE; stochastic SWD within 15% of the
 floor at 20 NFE; time outside the score ≤ 15% at d = 64, batch 2000.
 
-Run:  python benchmarks/samplers.py            (default: batch 2000, one thread; ~3-4 minutes)
-      python benchmarks/samplers.py --quick    (batch 500)
+Run:  python benchmarks/samplers.py            (batch 1000 × 5 batches, one thread; ~4 minutes)
+      python benchmarks/samplers.py --all      (also ddim, dpmpp_2m, ode_rk4, euler)
+      python benchmarks/samplers.py --fit      (refit sdegen/sampling/_schedules.py)
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 
 import torch
 
 import sdegen
-from sdegen.sampling import methods
+from sdegen.sampling import fewstep, methods
+from sdegen.sampling.grids import MarginalCoefficients, sigma_grid
 
 F64 = torch.float64
-DETERMINISTIC = ["ode_rk4", "ddim", "dpmpp_2m", "dpmpp_3m", "edm_heun", "ipndm", "unipc"]
-STOCHASTIC = ["ancestral", "sde_dpmpp_2m", "pc_reverse_diffusion", "euler"]
+DETERMINISTIC = ["dpmpp_3m", "edm_heun", "ipndm", "unipc"]
+STOCHASTIC = ["ancestral", "sde_dpmpp_2m", "edm_churn", "pc_reverse_diffusion"]
+EXTRA_DETERMINISTIC = ["ode_rk4", "ddim", "dpmpp_2m"]
+EXTRA_STOCHASTIC = ["euler"]
 NFES = [10, 20, 50]
+GOALS = {10: 0.05, 20: 0.01, 50: 1e-3}
+VARIANCES = {"default": (0.1, 1.0), "hard": (0.02, 0.3)}
 
 
-def mixture(d: int = 64, k: int = 8, seed: int = 0) -> sdegen.GaussianMixture:
-    """8 components, means ~ N(0, I), per-coordinate variances in [0.02, 0.3], unequal weights."""
+def mixture(d: int = 64, k: int = 8, seed: int = 0, kind: str = "default"):
+    """Means ~ N(0, I), per-coordinate variances uniform in VARIANCES[kind], weights
+    0.5 + U(0, 1) normalised."""
+    lo, hi = VARIANCES[kind]
     g = torch.Generator().manual_seed(seed)
     means = torch.randn(k, d, generator=g, dtype=F64)
-    covs = 0.02 + 0.28 * torch.rand(k, d, generator=g, dtype=F64)
+    covs = lo + (hi - lo) * torch.rand(k, d, generator=g, dtype=F64)
     w = 0.5 + torch.rand(k, generator=g, dtype=F64)
     return sdegen.GaussianMixture(means, covs, w / w.sum())
 
@@ -49,8 +67,6 @@ def problems() -> dict[str, sdegen.AbstractLinearSDE]:
     """VE with σ ∈ [0.002, 80] and VP with σ_min = 0.002; t_min found from σ(t)."""
     ve = sdegen.VESDE(sigma_min=0.002, sigma_max=80.0, t_min=math.log(2) / (2 * math.log(4e4)))
     vp = sdegen.VPSDE()
-    from sdegen.sampling.grids import MarginalCoefficients
-
     t_min = float(MarginalCoefficients(vp).time_of_sigma(torch.tensor(0.002)))
     return {"VE": ve, "VP": sdegen.VPSDE(t_min=t_min)}
 
@@ -69,6 +85,13 @@ class TimedScore:
 
 
 def reference(sde, score, x_T):
+    """A converged probability-flow solve: UniPC with 400 log-SNR steps."""
+    return sdegen.sample(
+        sde, score, x_T.shape, method="unipc", steps=400, time_grid="logsnr", x_T=x_T
+    ).samples
+
+
+def dopri_reference(sde, score, x_T):
     ode = sdegen.ProbabilityFlowODE(sde, score)
     return ode.solve(x_T, [sde.T, sde.t_min], rtol=1e-10, atol=1e-10)[-1], ode.nfe
 
@@ -79,8 +102,12 @@ def sliced_w2(a: torch.Tensor, b: torch.Tensor, directions: torch.Tensor) -> flo
     return float(((pa - pb) ** 2).mean().sqrt())
 
 
-def run(args) -> list[dict]:
-    gm = mixture()
+def rms(a, b) -> float:
+    return float(((a - b) ** 2).mean().sqrt())
+
+
+def run(args, names) -> list[dict]:
+    gm = mixture(kind=args.mixture)
     rows = []
     for sde_name, sde in problems().items():
         exact = gm.score_fn(sde)
@@ -88,54 +115,90 @@ def run(args) -> list[dict]:
         g = torch.Generator().manual_seed(args.seed)
         directions = torch.randn(64, args.projections, generator=g, dtype=F64)
         directions /= directions.norm(dim=0)
-        truth = law.sample(args.batch, g, dtype=F64)
-        floor = sliced_w2(truth, law.sample(args.batch, g, dtype=F64), directions)
-        x_T = sde.prior_sample((args.batch, 64), g, dtype=F64)
-        t0 = time.perf_counter()
-        ref, ref_nfe = reference(sde, exact, x_T)
-        print(
-            f"# {sde_name}: reference dopri5 1e-10, {ref_nfe} NFE, {time.perf_counter() - t0:.1f} s"
-        )
-        for name in DETERMINISTIC + STOCHASTIC:
-            spec = methods()[name]
-            for nfe in NFES:
-                score = TimedScore(exact)
-                gen = torch.Generator().manual_seed(args.seed + 1)
+        errs = {(n, b): [] for n in names for b in NFES}
+        nfes, floors = {}, []
+        for batch in range(args.batches):
+            g = torch.Generator().manual_seed(args.seed + batch)
+            truth = law.sample(args.batch, g, dtype=F64)
+            floors.append(sliced_w2(truth, law.sample(args.batch, g, dtype=F64), directions))
+            x_T = sde.prior_sample((args.batch, 64), g, dtype=F64)
+            ref = reference(sde, exact, x_T)
+            if batch == 0:
                 t0 = time.perf_counter()
-                res = sdegen.sample(
-                    sde, score, (args.batch, 64), method=name, nfe=nfe, x_T=x_T, generator=gen
+                dop, dop_nfe = dopri_reference(sde, exact, x_T)
+                print(
+                    f"# {sde_name}: reference (UniPC, 400 log-SNR steps) vs dopri5 rtol = atol = "
+                    f"1e-10 ({dop_nfe} NFE, {time.perf_counter() - t0:.0f} s): "
+                    f"RMS {rms(ref, dop):.1e}"
                 )
-                wall = time.perf_counter() - t0
-                if spec.deterministic:
-                    err = float(((res.samples - ref) ** 2).mean().sqrt())
-                else:
-                    err = sliced_w2(res.samples, truth, directions)
-                rows.append(
-                    dict(
-                        sde=sde_name, method=name, kind=spec.kind, nfe=res.nfe, budget=nfe,
-                        error=err, floor=floor, wall=wall, outside=1 - score.seconds / wall,
+            for name in names:
+                for nfe in NFES:
+                    gen = torch.Generator().manual_seed(10_000 + args.seed + batch)
+                    res = sdegen.sample(
+                        sde, exact, x_T.shape, method=name, nfe=nfe, x_T=x_T, generator=gen
                     )
-                )  # fmt: skip
+                    det = methods()[name].deterministic
+                    err = (
+                        rms(res.samples, ref) if det else sliced_w2(res.samples, truth, directions)
+                    )
+                    errs[name, nfe].append(err)
+                    nfes[name, nfe] = res.nfe
+        floor = statistics.fmean(floors)
+        for (name, budget), e in errs.items():
+            rows.append(
+                dict(
+                    sde=sde_name, method=name, kind=methods()[name].kind, nfe=nfes[name, budget],
+                    budget=budget, error=statistics.fmean(e), se=_se(e), worst=max(e),
+                    floor=floor, floor_se=_se(floors),
+                )
+            )  # fmt: skip
     return rows
+
+
+def _se(values) -> float:
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+
+
+def overhead(args, names) -> list[tuple[str, float, float]]:
+    """(method, wall s, share outside the score) at batch 2000, 20 NFE, VE; best of 3 runs."""
+    gm, sde = mixture(kind=args.mixture), problems()["VE"]
+    exact = gm.score_fn(sde)
+    out = []
+    for name in names:
+        best = None
+        for rep in range(3):
+            score = TimedScore(exact)
+            gen = torch.Generator().manual_seed(rep)
+            t0 = time.perf_counter()
+            sdegen.sample(sde, score, (2000, 64), method=name, nfe=20, generator=gen, dtype=F64)
+            wall = time.perf_counter() - t0
+            share = 1 - score.seconds / wall
+            if best is None or share < best[2]:
+                best = (name, wall, share)
+        out.append(best)
+    return out
 
 
 def target(row) -> str:
     if row["kind"] == "ode":
-        goal = {10: 0.05, 20: 0.01, 50: 1e-3}[row["budget"]]
-        return "yes" if row["error"] <= goal else "no"
+        return "yes" if row["error"] <= GOALS[row["budget"]] else "no"
     if row["budget"] != 20:
         return ""
     return "yes" if row["error"] <= 1.15 * row["floor"] else "no"
 
 
-def table(rows) -> None:
-    print("\n| SDE | method | NFE | path error / SWD | SWD floor | target | wall (s) | outside |")
-    print("|---|---|---|---|---|---|---|---|")
+def table(rows, args) -> None:
+    print(
+        f"\nmean ± s.e. over {args.batches} batches of {args.batch} ({args.mixture} mixture); "
+        "path error for ode rows, sliced W2 for sde rows"
+    )
+    print("\n| SDE | method | NFE | error (mean ± s.e.) | worst batch | SWD floor | target |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        floor = "" if r["kind"] == "ode" else f"{r['floor']:.4f}"
+        floor = "" if r["kind"] == "ode" else f"{r['floor']:.4f} ± {r['floor_se']:.4f}"
         print(
-            f"| {r['sde']} | `{r['method']}` | {r['nfe']} | {r['error']:.2e} | {floor} | "
-            f"{target(r)} | {r['wall']:.2f} | {100 * r['outside']:.0f}% |"
+            f"| {r['sde']} | `{r['method']}` | {r['nfe']} | {r['error']:.2e} ± {r['se']:.1e} | "
+            f"{r['worst']:.2e} | {floor} | {target(r)} |"
         )
 
 
@@ -155,8 +218,8 @@ def figure(rows, path: str) -> None:
                 pts = [(r["nfe"], r["error"]) for r in sub if r["method"] == name]
                 ax.loglog(*zip(*pts, strict=True), "o-", label=name)
             if kind == "ode":
-                ax.loglog(NFES, [0.05, 0.01, 1e-3], "k--", label="target")
-                ax.set_ylabel("path error (RMS)")
+                ax.loglog(NFES, [GOALS[n] for n in NFES], "k--", label="target")
+                ax.set_ylabel("path error (RMS, mean over batches)")
             else:
                 ax.axhline(sub[0]["floor"], color="k", ls="--", label="floor")
                 ax.set_ylabel("sliced W2 to exact samples")
@@ -170,113 +233,141 @@ def figure(rows, path: str) -> None:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--batch", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--batches", type=int, default=5)
     p.add_argument("--projections", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--mixture", choices=sorted(VARIANCES), default="default")
+    p.add_argument("--all", action="store_true", help="also ode_rk4, ddim, dpmpp_2m, euler")
+    p.add_argument("--methods", nargs="*", help="only these methods")
     p.add_argument("--figure", default="samplers.png")
-    p.add_argument("--quick", action="store_true", help="batch 500")
     p.add_argument("--fit", action="store_true", help="fit the optimised schedules instead")
-    p.add_argument("--fit-batch", type=int, default=1000)
-    p.add_argument("--fit-batches", type=int, default=2)
-    p.add_argument("--fit-iters", type=int, default=40)
+    p.add_argument("--fit-methods", nargs="*", default=["ipndm", "unipc"])
+    p.add_argument("--fit-nfe", nargs="*", type=int, default=NFES)
+    p.add_argument("--fit-iters", type=int, default=20)
     args = p.parse_args()
-    if args.fit:
-        torch.set_num_threads(args.threads)
-        return fit(args)
-    if args.quick:
-        args.batch = 500
     torch.set_num_threads(args.threads)
+    if args.fit:
+        return fit(args)
     t0 = time.perf_counter()
-    rows = run(args)
-    table(rows)
+    det, sto = DETERMINISTIC, STOCHASTIC
+    if args.all:
+        det, sto = EXTRA_DETERMINISTIC + det, sto + EXTRA_STOCHASTIC
+    names = args.methods or det + sto
+    rows = run(args, names)
+    table(rows, args)
+    print("\n| method (VE, 20 NFE, batch 2000) | wall (s) | outside the score |")
+    print("|---|---|---|")
+    for name, wall, share in overhead(args, names):
+        print(f"| `{name}` | {wall:.2f} | {100 * share:.0f}% |")
     figure(rows, args.figure)
-    print(f"total {time.perf_counter() - t0:.0f} s, batch {args.batch}, threads {args.threads}")
+    print(f"total {time.perf_counter() - t0:.0f} s, threads {args.threads}")
 
 
 # Fitting the optimised step schedules -------------------------------------------------------
 
+# Training and held-out noise seeds, and samples per batch, for each step count: more samples
+# where errors come from rare flips (few steps), fewer where each step is costly (50).
+FIT_SEEDS = {10: range(1000, 1004), 20: range(1000, 1004), 50: range(1000, 1002)}
+HELD_OUT_SEEDS = range(2000, 2003)
+# Starting grids: ρ = 7, and for 10 steps also log-SNR (cheap enough to try both).
+FIT_STARTS = {10: ("rho", "logsnr"), 20: ("rho",), 50: ("rho",)}
+FIT_BATCH = 1000
 
-def _ipndm_edm(gm, xt, sigmas, order=4):
-    """iPNDM on dx̃/dσ = (x̃ - D)/σ for the mixture's exact EDM denoiser, differentiable in the
-    σ grid (the same steps as sdegen.sampling.fewstep.ipndm)."""
-    from sdegen.sampling.fewstep import _ADAMS_BASHFORTH
 
-    slopes = []
-    ones = xt.new_ones(xt.shape[0])
-    for i in range(len(sigmas) - 1):
-        s2 = (sigmas[i] ** 2) * ones
-        denoised = xt + s2[:, None] * gm._score(xt, ones, None, s2)
-        slopes = [(xt - denoised) / sigmas[i], *slopes][:order]
-        coef = _ADAMS_BASHFORTH[min(order, i + 1)]
-        xt = xt + (sigmas[i + 1] - sigmas[i]) * sum(
-            c * e for c, e in zip(coef, slopes, strict=False)
-        )
-    return xt
+def edm_denoiser(gm, sigma):
+    """``D(x̃, i)`` of the mixture at ``σ_i``, differentiable in the tensor ``sigma``."""
+
+    def denoise(xt, i):
+        ones = xt.new_ones(xt.shape[0])
+        s2 = sigma[i] ** 2 * ones
+        return xt + s2[:, None] * gm._score(xt, ones, None, s2)
+
+    return denoise
+
+
+def solve_on_grid(method: str, gm, xt, sigma):
+    """``method`` (ipndm-4 or unipc-3, the library's defaults) on the σ grid, through the same
+    plans and loops as ``sdegen.sample``; differentiable in ``sigma``."""
+    denoise = edm_denoiser(gm, sigma)
+    order = dict(methods()[method].defaults)["order"]
+    if method == "ipndm":
+        return fewstep.ipndm_loop(xt, denoise, sigma, fewstep.ipndm_plan(sigma, order))
+    return fewstep.unipc_loop(xt, denoise, fewstep.unipc_plan(-torch.log(sigma), order))
 
 
 def fit(args) -> None:
-    """Fit the warp v (log σ = log σ_max + v (log σ_min - log σ_max)) of an N-step iPNDM-4 grid by
-    L-BFGS on the squared path error against converged solves, on the VE problem, with training
-    noise from seeds 1000 + b (b = 0 .. --fit-batches - 1); report the error on held-out seeds."""
-    gm = mixture()
+    """Fit the warp v (log σ = log σ_max + v (log σ_min - log σ_max)) of an N-step grid for each
+    method by L-BFGS on the mean squared path error against converged solves (VE problem),
+    training noise FIT_SEEDS[N], reporting the error on HELD_OUT_SEEDS."""
+    gm = mixture(kind=args.mixture)
     sde = problems()["VE"]
     exact = gm.score_fn(sde)
-    sig_min, sig_max = 0.002, 80.0
+    lo, hi = math.log(0.002), math.log(80.0)
 
     def batch(seed):
-        x_T = sde.prior_sample((args.fit_batch, 64), torch.Generator().manual_seed(seed), dtype=F64)
-        ref = sdegen.sample(sde, exact, x_T.shape, method="unipc", steps=400,
-                            time_grid="logsnr", x_T=x_T).samples  # fmt: skip
-        return x_T, ref
+        x_T = sde.prior_sample((FIT_BATCH, 64), torch.Generator().manual_seed(seed), dtype=F64)
+        return x_T, reference(sde, exact, x_T)
 
-    train = [batch(1000 + b) for b in range(args.fit_batches)]
-    held = [batch(2000 + b) for b in range(2)]
+    seeds = sorted({*HELD_OUT_SEEDS}.union(*FIT_SEEDS.values()))
+    data = {s: batch(s) for s in seeds}
+    held = [data[s] for s in HELD_OUT_SEEDS]
+
+    def sigmas_of(logits):
+        v = torch.cat([logits.new_zeros(1), torch.cumsum(torch.softmax(logits, 0), 0)])
+        return torch.exp(hi + v * (lo - hi)), v
+
+    def loss_on(method, pairs, sigma):
+        errs = [((solve_on_grid(method, gm, x, sigma) - ref) ** 2).mean() for x, ref in pairs]
+        return torch.stack(errs).mean()
+
     out = {}
-    for steps in NFES:
-        from sdegen.sampling.grids import sigma_grid
+    for method in args.fit_methods:
+        for steps in args.fit_nfe:
+            train = [data[s] for s in FIT_SEEDS[steps]]
+            best = None
+            for start in FIT_STARTS[steps]:
+                init = sigma_grid(start, steps, 0.002, 80.0, 7.0).log()
+                v0 = (init - hi) / (lo - hi)
+                logits = torch.log(v0.diff()).clone().requires_grad_(True)
+                opt = torch.optim.LBFGS(
+                    [logits], lr=0.5, max_iter=args.fit_iters, line_search_fn="strong_wolfe"
+                )
 
-        init = sigma_grid("rho", steps, sig_min, sig_max, 7.0).log()
-        v0 = (init - math.log(sig_max)) / (math.log(sig_min) - math.log(sig_max))
-        logits = torch.log(v0.diff()).clone().requires_grad_(True)
+                def closure(opt=opt, logits=logits, train=train, method=method):
+                    opt.zero_grad()
+                    loss = loss_on(method, train, sigmas_of(logits)[0])
+                    loss.backward()
+                    return loss
 
-        def sigmas_of(logits):
-            v = torch.cat([logits.new_zeros(1), torch.cumsum(torch.softmax(logits, 0), 0)])
-            return torch.exp(math.log(sig_max) + v * (math.log(sig_min) - math.log(sig_max))), v
-
-        def loss_on(data, logits):
-            sig, _ = sigmas_of(logits)
-            errs = [((_ipndm_edm(gm, x_T, list(sig)) - ref) ** 2).mean() for x_T, ref in data]
-            return torch.stack(errs).mean()
-
-        opt = torch.optim.LBFGS(
-            [logits], lr=0.5, max_iter=args.fit_iters, line_search_fn="strong_wolfe"
-        )
-
-        def closure(opt=opt, logits=logits):
-            opt.zero_grad()
-            loss = loss_on(train, logits)
-            loss.backward()
-            return loss
-
-        with torch.no_grad():
-            before = float(loss_on(held, logits).sqrt())
-        opt.step(closure)
-        with torch.no_grad():
-            after_train = float(loss_on(train, logits).sqrt())
-            after = float(loss_on(held, logits).sqrt())
-            v = sigmas_of(logits)[1]
-        out[steps] = [round(float(x), 5) for x in v]
-        out[steps][-1] = 1.0
-        sig = [round(float(s), 4) for s in sigmas_of(logits)[0]]
-        print(
-            f"N = {steps}: held-out path error rho=7 {before:.3e} -> fitted {after:.3e} "
-            f"(train {after_train:.3e}); σ = {sig}"
-        )
-    print("OPTIMISED_SCHEDULES = {")
-    for k, v in out.items():
-        print(f"    {k}: {v},")
-    print("}")
+                with torch.no_grad():
+                    before = float(loss_on(method, held, sigmas_of(logits)[0]).sqrt())
+                t0 = time.perf_counter()
+                opt.step(closure)
+                with torch.no_grad():
+                    sig, v = sigmas_of(logits)
+                    train_rms = float(loss_on(method, train, sig).sqrt())
+                print(
+                    f"{method} N = {steps} from {start}: held-out RMS before {before:.3e}, "
+                    f"train after {train_rms:.3e} ({time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
+                if best is None or train_rms < best[0]:
+                    best = (train_rms, v.detach().clone(), start, before)
+            _, v, start, before = best
+            sig = torch.exp(hi + v * (lo - hi))
+            with torch.no_grad():
+                after = float(loss_on(method, held, sig).sqrt())
+            out[method, steps] = [round(float(x), 5) for x in v]
+            out[method, steps][-1] = 1.0
+            print(
+                f"{method} N = {steps}: best start {start}; held-out RMS {start} {before:.3e} -> "
+                f"fitted {after:.3e}; σ = {[round(float(s), 4) for s in sig]}",
+                flush=True,
+            )
+    for (method, steps), v in out.items():
+        print(f"{method!r}: {{{steps}: {v}}}")
 
 
 if __name__ == "__main__":

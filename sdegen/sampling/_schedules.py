@@ -1,13 +1,6 @@
-"""Step schedules fitted offline (see docs/sampling.md, "Optimised step schedules").
+"""Step schedules fitted offline (placeholder: the earlier iPNDM fit, for both methods)."""
 
-``OPTIMISED_SCHEDULES[N]`` is a warp ``v_0 = 0 < ... < v_N = 1`` of log σ:
-``log σ_i = log σ_max + v_i (log σ_min - log σ_max)``. Fitted for iPNDM-4 by L-BFGS through the
-solver on the squared path error (8-component mixture in d = 64, σ ∈ [0.002, 80], training noise
-seeds 1000 and 1001, 1000 samples each, ρ = 7 start); N = 50 is the ρ = 7 grid itself, which the
-fit did not improve. Regenerate with ``python benchmarks/samplers.py --fit``.
-"""
-
-OPTIMISED_SCHEDULES: dict[int, list[float]] = {
+_OLD = {
     10: [0.0, 0.0667, 0.16048, 0.20793, 0.26193, 0.31886, 0.42676, 0.52235, 0.60828, 0.71811, 1.0],
     20: [
         0.0,
@@ -86,3 +79,6 @@ OPTIMISED_SCHEDULES: dict[int, list[float]] = {
         1.0,
     ],
 }
+
+DEFAULT_SCHEDULE = "unipc"
+OPTIMISED_SCHEDULES: dict[str, dict[int, list[float]]] = {"ipndm": _OLD, "unipc": _OLD}

@@ -89,13 +89,14 @@ def _pc(name, predictor, corrector, order, evals, needs_marginal, snr=0.16, corr
     )  # fmt: skip
 
 
-def _fewstep(name, kind, solver, order, evals, grid, solver_order=None):
-    defaults = () if solver_order is None else (("order", solver_order),)
+def _fewstep(name, kind, solver, order, evals, grid, solver_order=None, defaults=()):
+    defaults = defaults if solver_order is None else (("order", solver_order),)
     return SamplingMethod(
         name, kind, solver, False, order, evals, None, True, "exponential", True, grid, defaults
     )
 
 
+_CHURN = tuple(fewstep.CHURN_DEFAULTS.items())
 _METHODS = {
     m.name: m
     for m in [
@@ -125,10 +126,11 @@ _METHODS = {
         _fewstep("dpmpp_2m", "ode", "multistep_exponential", 2.0, 1, "logsnr", 2),
         _fewstep("dpmpp_3m", "ode", "multistep_exponential", 3.0, 1, "logsnr", 3),
         _fewstep("edm_heun", "ode", "edm_heun", 2.0, 2, "rho"),
-        _fewstep("ipndm", "ode", "ipndm", 2.0, 1, "optimised", 4),
+        _fewstep("ipndm", "ode", "ipndm", 4.0, 1, "optimised", 4),
         _fewstep("unipc", "ode", "unipc", 4.0, 1, "optimised", 3),
         _fewstep("ancestral", "sde", "ancestral", 0.5, 1, "logsnr", 1),
         _fewstep("sde_dpmpp_2m", "sde", "sde_dpmpp", 1.0, 1, "logsnr", 2),
+        _fewstep("edm_churn", "sde", "edm_churn", 1.0, 2, "rho", None, _CHURN),
     ]
 }
 
@@ -274,7 +276,7 @@ def sample(
             torchdiffeq's ``ode_*``; predictor–corrector ``pc_euler_maruyama``,
             ``pc_reverse_diffusion``, ``pc_ancestral``; ``annealed_langevin``; few-step
             ``ddim``, ``dpmpp_2m``, ``dpmpp_3m``, ``edm_heun``, ``ipndm``, ``unipc``,
-            ``ancestral``, ``sde_dpmpp_2m`` (linear SDEs only).
+            ``ancestral``, ``sde_dpmpp_2m``, ``edm_churn`` (linear SDEs only).
         steps: number of steps (grid intervals). Defaults: 1000 for torchsde and
             predictor–corrector methods, 200 for torchdiffeq, 20 for few-step ODE samplers,
             100 for ``annealed_langevin`` and ``ancestral``, 50 for ``sde_dpmpp_2m``. For
@@ -366,7 +368,7 @@ def sample(
     grid_spec = spec.default_grid if time_grid is None else time_grid
     if isinstance(grid_spec, str) and steps is None:
         steps = _DEFAULT_STEPS_BY_NAME.get(spec.name, _DEFAULT_STEPS[spec.family])
-    grid = grids.time_grid(sde, grid_spec, steps, rho=rho)
+    grid = grids.time_grid(sde, grid_spec, steps, rho=rho, method=spec.name)
     steps = grid.numel() - 1
     if nfe is not None and steps * per_step > nfe:
         raise ValueError(
@@ -412,6 +414,8 @@ def _run_fewstep(spec, ctx, x_T, hooks, opts) -> Tensor:
         return fewstep.ipndm(ctx, x_T, hooks, order=opts["order"])
     if spec.solver == "unipc":
         return fewstep.unipc(ctx, x_T, hooks, order=opts["order"])
+    if spec.solver == "edm_churn":
+        return fewstep.edm_churn(ctx, x_T, hooks, **opts)
     stochastic = spec.kind == "sde"
     return fewstep.multistep_exponential(
         ctx, x_T, hooks, order=opts["order"], stochastic=stochastic

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..sde.base import AbstractSDE
-from ._schedules import OPTIMISED_SCHEDULES
+from ._schedules import DEFAULT_SCHEDULE, OPTIMISED_SCHEDULES
 
 F64 = torch.float64
 GRIDS = ("uniform", "logsnr", "rho", "optimised")
@@ -88,14 +88,20 @@ class MarginalCoefficients:
 
 
 def sigma_grid(
-    name: str, steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0
+    name: str,
+    steps: int,
+    sigma_min: float,
+    sigma_max: float,
+    rho: float = 7.0,
+    method: str | None = None,
 ) -> Tensor:
     """Decreasing ``σ_0 = σ_max > ... > σ_steps = σ_min`` (float64).
 
     - ``"logsnr"``: uniform in ``λ = -log σ`` (half the log signal-to-noise ratio).
     - ``"rho"``: ``σ_i = (σ_max^{1/ρ} + i/N (σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ`` (Karras et al.
       2022; ``ρ = 7`` by default, ``ρ → ∞`` tends to log-SNR-uniform).
-    - ``"optimised"``: a schedule fitted offline (see :data:`OPTIMISED_SCHEDULES`): a warp
+    - ``"optimised"``: a schedule fitted offline for ``method`` (see
+      :data:`OPTIMISED_SCHEDULES`; methods without one use ``DEFAULT_SCHEDULE``'s): a warp
       ``u ↦ v(u)`` of ``[0, 1]`` with ``log σ = log σ_max + v (log σ_min - log σ_max)``,
       interpolated linearly in ``u = i / N`` when no schedule was fitted for ``N`` steps.
     """
@@ -109,18 +115,21 @@ def sigma_grid(
         out[0], out[-1] = sigma_max, sigma_min
         return out
     if name == "optimised":
-        v = optimised_warp(steps)
+        v = optimised_warp(steps, method)
         return torch.exp(hi + v * (lo - hi))
     raise ValueError(f"time_grid must be one of {GRIDS} or a sequence of times; got {name!r}")
 
 
-def optimised_warp(steps: int) -> Tensor:
-    """The fitted warp ``v_0 = 0 < v_1 < ... < v_steps = 1`` of log σ for ``steps`` steps."""
-    if steps in OPTIMISED_SCHEDULES:
-        return torch.tensor(OPTIMISED_SCHEDULES[steps], dtype=F64)
-    # Interpolate the fitted schedule with the nearest step count, read as a quantile function.
-    nearest = min(OPTIMISED_SCHEDULES, key=lambda n: (abs(math.log(n / steps)), n))
-    ref = torch.tensor(OPTIMISED_SCHEDULES[nearest], dtype=F64)
+def optimised_warp(steps: int, method: str | None = None) -> Tensor:
+    """The warp ``v_0 = 0 < v_1 < ... < v_steps = 1`` of log σ fitted for ``method`` (default:
+    ``DEFAULT_SCHEDULE``'s) and ``steps`` steps."""
+    fitted = OPTIMISED_SCHEDULES.get(method, OPTIMISED_SCHEDULES[DEFAULT_SCHEDULE])
+    if steps in fitted:
+        return torch.tensor(fitted[steps], dtype=F64)
+    # Interpolate the fitted schedule with the nearest step count (in log N), read as a quantile
+    # function of u = i / N.
+    nearest = min(fitted, key=lambda n: (abs(math.log(n / steps)), n))
+    ref = torch.tensor(fitted[nearest], dtype=F64)
     u_ref = torch.linspace(0, 1, nearest + 1, dtype=F64)
     u = torch.linspace(0, 1, steps + 1, dtype=F64)
     idx = torch.searchsorted(u_ref, u, right=True).clamp(1, nearest)
@@ -134,6 +143,7 @@ def time_grid(
     steps: int | None,
     *,
     rho: float = 7.0,
+    method: str | None = None,
 ) -> Tensor:
     """A decreasing float64 grid of forward times ``t_0 > t_1 > ... > t_steps``.
 
@@ -144,6 +154,7 @@ def time_grid(
             of times in ``[t_min, T]`` (then ``steps`` must be ``None`` or ``len(grid) - 1``).
         steps: number of intervals for a named grid.
         rho: the exponent of the ``"rho"`` grid.
+        method: the sampling method, whose own fitted schedule ``"optimised"`` uses.
     """
     if isinstance(grid, str):
         if grid not in GRIDS:
@@ -153,7 +164,7 @@ def time_grid(
         if grid == "uniform":
             return torch.linspace(sde.T, sde.t_min, steps + 1, dtype=F64)
         coeffs = MarginalCoefficients(sde, f"time_grid={grid!r}")
-        sig = sigma_grid(grid, steps, coeffs.sigma_min, coeffs.sigma_max, rho)
+        sig = sigma_grid(grid, steps, coeffs.sigma_min, coeffs.sigma_max, rho, method)
         ts = coeffs.time_of_sigma(sig)
         if bool((ts.diff() >= 0).any()):
             raise ValueError(
