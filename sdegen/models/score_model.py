@@ -51,6 +51,11 @@ class ScoreModel(nn.Module):
         sde: the forward SDE.
         parameterization: ``"eps"``, ``"score"``, ``"x0"`` or ``"v"``.
         sigma_data: the data's standard deviation per coordinate (0.5 for data in ``[-1, 1]``).
+        base: an optional closed-form model whose exact score the network corrects: an
+            ``nn.Module`` with ``marginal_score(sde, x, t)`` and ``config()``, such as
+            :class:`sdegen.analytic.DequantizedCategorical` for discrete data. The model's score
+            is ``base score + network score`` (the network learns the residual; a zero network
+            is exactly the base model). Its tensors travel in the state dict.
 
     ``model(x, t, labels=None)`` returns the score, so a model (or a DDP wrapper of it) is a
     score function for the samplers. ``x``: ``(batch, *event)``, ``t``: ``(batch,)`` forward times
@@ -79,6 +84,7 @@ class ScoreModel(nn.Module):
         parameterization: str = "eps",
         *,
         sigma_data: float = 0.5,
+        base: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -104,6 +110,17 @@ class ScoreModel(nn.Module):
         self.sde = sde
         self.parameterization = parameterization
         self.sigma_data = check_scalar("sigma_data", sigma_data, positive=True)
+        if base is not None:
+            if not isinstance(base, nn.Module) or not callable(
+                getattr(base, "marginal_score", None)
+            ):
+                raise TypeError(
+                    "base must be an nn.Module with marginal_score(sde, x, t) (e.g. "
+                    f"sdegen.analytic.DequantizedCategorical); got {type(base).__name__}"
+                )
+            if not self.linear:
+                raise ValueError("base needs an SDE with a closed-form kernel (has_marginal)")
+        self.base = base
 
     # Coefficients -----------------------------------------------------------------------------
 
@@ -178,6 +195,8 @@ class ScoreModel(nn.Module):
         else:  # v: score = -ẑ / s with ẑ = σ̂ x̃ / D + α F, σ̂ / s = 1 / D
             alpha = m * self.sigma_data / scale
             score = -(x_tilde / scale**2 + alpha * F / s)
+        if self.base is not None:
+            score = score + self.base.marginal_score(self.sde, x, t)
         return score.to(x.dtype)
 
     def score(self, x: Tensor, t: float | Tensor, labels: Tensor | None = None) -> Tensor:
@@ -204,6 +223,8 @@ class ScoreModel(nn.Module):
         else:
             sd = self.sigma_data
             x0 = sd * (m * sd * x_tilde / scale**2 - s * F / scale)
+        if self.base is not None:  # Tweedie with the base's share of the score
+            x0 = x0 + s**2 * self.base.marginal_score(self.sde, x, t) / m
         return x0.to(x.dtype)
 
     def net_target(self, x0: Tensor, t: float | Tensor, noise: Tensor) -> Tensor:
@@ -243,12 +264,15 @@ class ScoreModel(nn.Module):
                 f"{type(self.net).__name__} has no config(); only networks with config() (MLP, "
                 "UNet) can be written to a config"
             )
-        return {
+        config = {
             "net": self.net.config(),
             "sde": self.sde.config(),
             "parameterization": self.parameterization,
             "sigma_data": self.sigma_data,
         }
+        if self.base is not None:
+            config["base"] = self.base.config()
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ScoreModel:
@@ -258,7 +282,7 @@ class ScoreModel(nn.Module):
                 "config must be a dict from ScoreModel.config() with keys 'net' and 'sde'; got "
                 f"{config!r}"
             )
-        unknown = sorted(set(config) - {"net", "sde", "parameterization", "sigma_data"})
+        unknown = sorted(set(config) - {"net", "sde", "parameterization", "sigma_data", "base"})
         if unknown:
             raise ValueError(f"unknown key(s) {unknown} in the ScoreModel config")
         return cls(
@@ -266,6 +290,7 @@ class ScoreModel(nn.Module):
             sde_from_config(config["sde"]),
             config.get("parameterization", "eps"),
             sigma_data=config.get("sigma_data", 0.5),
+            base=_base_from_config(config["base"]) if "base" in config else None,
         )
 
     def extra_repr(self) -> str:
@@ -298,6 +323,16 @@ class _BoundScore(nn.Module):
 
 def _registry() -> dict[str, type[nn.Module]]:
     return {"MLP": MLP, "UNet": UNet}
+
+
+def _base_from_config(config: dict[str, Any]) -> nn.Module:
+    from ..analytic import DequantizedCategorical
+
+    bases = {"DequantizedCategorical": DequantizedCategorical}
+    name = config.get("class") if isinstance(config, dict) else None
+    if name not in bases:
+        raise ValueError(f"config['base']['class'] must be one of {sorted(bases)}; got {name!r}")
+    return bases[name].from_config(config)
 
 
 def net_from_config(config: dict[str, Any]) -> nn.Module:
