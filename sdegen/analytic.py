@@ -421,21 +421,47 @@ class DequantizedCategorical(torch.nn.Module):
         u = x.to(torch.float64) - (0.0 if c is None else c.reshape(shape))
         return u / m, (s2.sqrt().reshape(shape) / m), m
 
+    def _terms(self, u: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-coordinate ``log p(u)`` and ``d/du log p(u)``.
+
+        Fast path: ``p = Σ_j d_j Φ(γ_j)`` and ``p' = Σ_j d_j φ(γ_j) / s`` over the bin edges
+        ``e_j`` (``γ_j = (u - e_j) / s``, ``d_j`` the density's jump at ``e_j``); the signed sums
+        lose digits only where ``p`` is tiny against the bin densities, and those few
+        coordinates are recomputed in log space."""
+        edges, width = self._edges(u)
+        c = self.probs.to(device=u.device) / width
+        zero = torch.zeros_like(c[..., :1])
+        jumps = torch.cat([c, zero], -1) - torch.cat([zero, c], -1)  # (*event, K + 1)
+        gamma = (u.unsqueeze(-1) - edges) / s.unsqueeze(-1)
+        p = (jumps * torch.special.ndtr(gamma)).sum(-1)
+        dp = (jumps * torch.exp(-0.5 * gamma**2)).sum(-1) / (math.sqrt(2 * math.pi) * s)
+        reliable = p > 1e-6 * c.amax(-1)
+        log_p = torch.log(p.clamp_min(1e-300))
+        score = dp / p.clamp_min(1e-300)
+        if not bool(reliable.all()):
+            bad = ~reliable
+            event_index = bad.nonzero()[:, 1:]  # which coordinate each unreliable entry is
+            sub = _SubsetCategorical(self.probs[tuple(event_index.T)], self.data_range, self)
+            lp = sub._log_density_terms(u[bad].unsqueeze(-1), s[bad].unsqueeze(-1))
+            log_p = log_p.masked_scatter(bad, lp.squeeze(-1))
+            sc = sub._score_terms(u[bad].unsqueeze(-1), s[bad].unsqueeze(-1), lp)
+            score = score.masked_scatter(bad, sc.squeeze(-1))
+        return log_p, score
+
     def marginal_log_prob(self, sde: AbstractLinearSDE, x: Tensor, t: float | Tensor) -> Tensor:
         """``log p_t(x)`` with per-sample ``t``: ``(batch, *event) -> (batch,)``."""
         x = self._check_x(x)
         u, s, m = self._coefficients(sde, t, x)
         d = math.prod(self.event_shape)
-        terms = self._log_density_terms(u, s.expand_as(u))
-        return (terms.flatten(1).sum(1) - d * torch.log(m.flatten())).to(x.dtype)
+        log_p, _ = self._terms(u, s.expand_as(u))
+        return (log_p.flatten(1).sum(1) - d * torch.log(m.flatten())).to(x.dtype)
 
     def marginal_score(self, sde: AbstractLinearSDE, x: Tensor, t: float | Tensor) -> Tensor:
         """The exact score ``∇_x log p_t(x)``, ``(batch, *event)``, computed in float64 and
         returned in ``x``'s dtype. Meant for solvers: ``t`` is not range-checked."""
         u, s, m = self._coefficients(sde, t, x)
-        s = s.expand_as(u)
-        log_p = self._log_density_terms(u, s)
-        return (self._score_terms(u, s, log_p) / m).to(x.dtype)
+        _, score = self._terms(u, s.expand_as(u))
+        return (score / m).to(x.dtype)
 
     def score_fn(self, sde: AbstractLinearSDE) -> TimeFn:
         """``(x, t) -> ∇_x log p_t(x)`` for :func:`sdegen.sample` and
@@ -465,3 +491,17 @@ class DequantizedCategorical(torch.nn.Module):
         shape = (*config["event_shape"], config["levels"])
         probs = torch.full(shape, 1.0 / config["levels"], dtype=torch.float64)
         return cls(probs, config.get("data_range", "[-1,1]"))
+
+
+class _SubsetCategorical:
+    """The log-space formulas of :class:`DequantizedCategorical` for a list of single
+    coordinates (``probs`` ``(n, K)``), used for the entries its fast path cannot resolve."""
+
+    def __init__(self, probs: Tensor, data_range: str, parent: DequantizedCategorical) -> None:
+        self.probs = probs.unsqueeze(1)  # (n, 1, K): one "event" coordinate per entry
+        self.data_range = data_range
+        self.levels = parent.levels
+
+    _edges = DequantizedCategorical._edges
+    _log_density_terms = DequantizedCategorical._log_density_terms
+    _score_terms = DequantizedCategorical._score_terms
