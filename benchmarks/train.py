@@ -15,7 +15,11 @@ Models:
 - ``unet``: ``ScoreModel(UNet(1, ...), VPSDE(), "eps")`` on 1 x 28 x 28 images, batch 32
   (a small configuration so that a CPU finishes; pass ``--device cuda`` for a GPU).
 
-Both are timed after warm-up steps, as the median of ``--repeats`` runs. bf16 autocast is off.
+Timing: process CPU time on CPU (least disturbed by other processes on a shared machine),
+wall time after synchronisation on CUDA; after warm-up, the median over ``--repeats`` short
+interleaved chunks of Trainer steps and of network forward/backward passes. The Trainer step
+is ``Trainer._train_step``, i.e. all ``fit`` does per step except the periodic logging and
+checkpoints. bf16 autocast is off.
 
 Usage: ``python benchmarks/train.py [--steps 200] [--device cpu] [--threads 1]``.
 """
@@ -35,48 +39,38 @@ from sdegen.models import MLP, ScoreModel
 from sdegen.training import Trainer
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class _Clock:
+    """Process CPU time on CPU (what other processes on a shared machine disturb least); wall
+    time after a device synchronisation on CUDA."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __call__(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return time.perf_counter()
+        return time.process_time()
 
 
-def forward_backward_time(model, x, t, steps: int) -> float:
+def forward_backward_time(model, x, t, steps: int, clock: _Clock) -> float:
     """Seconds per forward + backward of the network alone on ``(x, t)``."""
-    device = x.device
     params = list(model.parameters())
-    for _ in range(3):
-        model(x, t).square().mean().backward()
-    _sync(device)
-    start = time.perf_counter()
+    start = clock()
     for _ in range(steps):
         for p in params:
             p.grad = None
         model(x, t).square().mean().backward()
-    _sync(device)
-    return (time.perf_counter() - start) / steps
+    return (clock() - start) / steps
 
 
-def trainer_step_time(model, data, batch: int, steps: int, device: str) -> float:
-    """Seconds per Trainer step (checkpoint writing excluded)."""
-    sde = model.sde
-    with tempfile.TemporaryDirectory() as out_dir:
-        trainer = Trainer(
-            model,
-            DenoisingScoreMatching(sde),
-            data,
-            out_dir=out_dir,
-            batch_size=batch,
-            lr=1e-4,
-            warmup_steps=10,
-            checkpoint_every=10**9,
-            log_every=10**9,
-            progress=False,
-            device=device,
-            resume=False,
-        )
-        trainer.fit(5)  # warm-up
-        result = trainer.fit(5 + steps)
-    return 1.0 / result.steps_per_second
+def trainer_step_time(trainer: Trainer, steps: int, clock: _Clock) -> float:
+    """Seconds per Trainer step: everything ``fit`` does per step (logging and checkpoints,
+    which happen every so many steps, aside)."""
+    start = clock()
+    for _ in range(steps):
+        trainer._train_step()
+    return (clock() - start) / steps
 
 
 def build(name: str, device: torch.device):
@@ -101,9 +95,9 @@ def build(name: str, device: torch.device):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per run (MLP)")
-    parser.add_argument("--unet-steps", type=int, default=20, help="timed steps per run (U-Net)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per chunk (MLP)")
+    parser.add_argument("--unet-steps", type=int, default=3, help="timed steps per chunk (U-Net)")
+    parser.add_argument("--repeats", type=int, default=10, help="interleaved chunks")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", default="mlp,unet")
@@ -122,11 +116,27 @@ def main() -> None:
             print(f"| {name} | - | - | - | - | - | not available ({e}) |")
             continue
         steps = args.steps if name == "mlp" else args.unet_steps
-        step_times, fb_times = [], []
-        for _ in range(args.repeats):
-            # Interleaved, so that load from other processes hits both alike.
-            step_times.append(trainer_step_time(model, data, batch, steps, args.device))
-            fb_times.append(forward_backward_time(model, x, t, steps))
+        with tempfile.TemporaryDirectory() as out_dir:
+            trainer = Trainer(
+                model,
+                DenoisingScoreMatching(model.sde),
+                data,
+                out_dir=out_dir,
+                batch_size=batch,
+                lr=1e-4,
+                warmup_steps=10,
+                progress=False,
+                device=args.device,
+                resume=False,
+            )
+            clock = _Clock(trainer.device)
+            trainer_step_time(trainer, 3, clock)  # warm-up
+            forward_backward_time(model, x, t, 3, clock)
+            step_times, fb_times = [], []
+            for _ in range(args.repeats):
+                # Short interleaved chunks, so that a change of load hits both alike.
+                step_times.append(trainer_step_time(trainer, steps, clock))
+                fb_times.append(forward_backward_time(model, x, t, steps, clock))
         step, fb = statistics.median(step_times), statistics.median(fb_times)
         outside = 1 - fb / step
         worst = max(worst, outside)

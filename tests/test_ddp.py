@@ -101,6 +101,12 @@ def test_ddp_matches_single_process(tmp_path):
     single.fit(HALF)
     single_losses = single.fit(STEPS).losses
     # Same global batches, same t and noise: equal up to the order of floating-point sums.
+    print(
+        "max |DDP - single|: losses "
+        f"{float((out['losses'] - single_losses).abs().max()):.2e}, weights "
+        f"{float((params0 - flat(single.model)).abs().max()):.2e}, EMA "
+        f"{float((ema0 - flat(single.ema_model)).abs().max()):.2e}"
+    )
     torch.testing.assert_close(out["losses"], single_losses, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(params0, flat(single.model), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ema0, flat(single.ema_model), rtol=1e-4, atol=1e-5)
