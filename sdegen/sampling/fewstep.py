@@ -97,7 +97,8 @@ class EDMContext:
         """Hand ``x`` at ``t_{i+1}`` to the hooks (only when there are any)."""
         if not hooks.active:
             return xt
-        return self.to_edm(hooks(i, self.from_edm(xt, i + 1)), i + 1)
+        # A copy: the loops update the state in place, and it may be the callback's tensor.
+        return self.to_edm(hooks(i, self.from_edm(xt, i + 1)), i + 1).clone()
 
 
 def lower_order(steps: int, i: int, order: int, lower_final: bool = True) -> int:
@@ -229,12 +230,13 @@ def unipc_plan(lam: Tensor, order: int, lower_final: bool = True) -> tuple[Tenso
 
 
 def _combine(x: Tensor, coefs, terms) -> Tensor:
-    """``x + Σ_j coefs_j terms_j``, skipping zero coefficients; float coefficients use fused
-    ``torch.add(..., alpha=)`` and tensors (when fitting a grid) keep the autograd graph."""
+    """``x + Σ_j coefs_j terms_j``, skipping zero coefficients. Float coefficients (sampling)
+    add in place into ``x``, which the caller owns: no new tensor per term. Tensor coefficients
+    (fitting a grid through the solver) keep the autograd graph."""
     for a, t in zip(coefs, terms, strict=False):
         if isinstance(a, float):
             if a != 0.0:
-                x = torch.add(x, t, alpha=a)
+                x.add_(t, alpha=a)
         else:
             x = x + a * t
     return x
@@ -245,14 +247,23 @@ def _rows(plan: Tensor):
     return list(plan.unbind(0)) if plan.requires_grad else plan.tolist()
 
 
+def _slope(xt: Tensor, denoised: Tensor, sigma) -> Tensor:
+    """``(x̃ - D)/σ``, in place in the denoiser's output (a fresh tensor) when sampling."""
+    if isinstance(sigma, float):
+        return denoised.sub_(xt).mul_(-1.0 / sigma)
+    return (xt - denoised) / sigma
+
+
 def ipndm_loop(
     xt: Tensor, denoise: Denoiser, sigma: Tensor, W: Tensor, after: Callable | None = None
 ) -> Tensor:
     """Run iPNDM from ``x̃_0`` with the plan ``W`` of :func:`ipndm_plan`; ``denoise(x̃, i)``
-    is the denoiser at grid index ``i``; ``after(i, x̃)`` runs after each step."""
+    is the denoiser at grid index ``i`` (returning a new tensor); ``after(i, x̃)`` runs after
+    each step and returns the state to continue from."""
     sig, rows, slopes = _rows(sigma), _rows(W), []
+    xt = xt if W.requires_grad else xt.clone()  # updated in place from here on
     for i in range(len(rows)):
-        slopes = [(xt - denoise(xt, i)) / sig[i], *slopes][: len(rows[i])]
+        slopes = [_slope(xt, denoise(xt, i), sig[i]), *slopes][: len(rows[i])]
         xt = _combine(xt, rows[i], slopes)
         if after is not None:
             xt = after(i, xt)
@@ -265,15 +276,17 @@ def unipc_loop(
     """Run UniPC from ``x̃_0`` with the plan of :func:`unipc_plan`. The corrector reuses the
     evaluation at the predicted point, which is also the next step's history: one denoiser
     evaluation per step (none after the last step, which is not corrected)."""
+    grad = plan[0].requires_grad
     a, P, C, c_new = (_rows(p) for p in plan)
     steps, order = len(a), len(P[0])
+    xt = xt if grad else xt.clone()  # updated in place from here on
     history = [denoise(xt, 0)]  # newest first
     for i in range(steps):
-        scaled = xt * a[i]
-        pred = _combine(scaled, P[i], history)
+        pred = _combine(xt * a[i], P[i], history)
         if i + 1 < steps:
             d_new = denoise(pred, i + 1)
-            xt = _combine(_combine(scaled, C[i], history), [c_new[i]], [d_new])
+            xt = xt * a[i] if grad else xt.mul_(a[i])
+            xt = _combine(_combine(xt, C[i], history), [c_new[i]], [d_new])
             history = [d_new, *history][:order]
         else:
             xt = pred
@@ -297,12 +310,12 @@ def multistep_exponential(
     a, W = a.tolist(), W.tolist()
     # σ' √(1 - e^{-2h}): the SDE's fresh noise over each step
     noise_scale = (E.sigma_t[1:] * torch.sqrt(-torch.expm1(-2 * lam.diff()))).tolist()
-    xt, history = E.to_edm(x, 0), []
+    xt, history = E.to_edm(x, 0).clone(), []  # updated in place from here on
     for i in range(E.steps):
         history = [E.denoise(xt, i), *history][:order]
-        xt = _combine(xt * a[i], W[i], history)
+        xt = _combine(xt.mul_(a[i]), W[i], history)
         if stochastic:
-            xt = torch.add(xt, E.noise(xt), alpha=noise_scale[i])
+            xt.add_(E.noise(xt), alpha=noise_scale[i])
         xt = E.after_step(hooks, i, xt)
     return E.from_edm(xt, E.steps)
 
@@ -310,13 +323,13 @@ def multistep_exponential(
 def edm_heun(E: EDMContext, x: Tensor, hooks: StepHooks) -> Tensor:
     """Algorithm 1 of Karras et al. (2022): Heun's method on ``dx̃/dσ = (x̃ - D)/σ``; two
     denoiser evaluations per step (every step ends at ``σ > 0``)."""
-    xt = E.to_edm(x, 0)
+    xt = E.to_edm(x, 0).clone()  # updated in place from here on
     for i in range(E.steps):
         s, s_next = E.sigma[i], E.sigma[i + 1]
-        d = (xt - E.denoise(xt, i)) / s  # Euler slope at σ_i
+        d = _slope(xt, E.denoise(xt, i), s)  # Euler slope at σ_i
         x_euler = torch.add(xt, d, alpha=s_next - s)
-        d_next = (x_euler - E.denoise(x_euler, i + 1)) / s_next  # slope at the Euler point
-        xt = torch.add(xt, d + d_next, alpha=0.5 * (s_next - s))  # trapezoidal correction
+        d_next = _slope(x_euler, E.denoise(x_euler, i + 1), s_next)  # at the Euler point
+        xt.add_(d.add_(d_next), alpha=0.5 * (s_next - s))  # trapezoidal correction
         xt = E.after_step(hooks, i, xt)
     return E.from_edm(xt, E.steps)
 
@@ -345,17 +358,17 @@ def edm_churn(
     hat = [min(s * (1 + gamma), sig_max) if s_tmin <= s <= s_tmax else s for s in E.sigma[:-1]]
     # The times of the raised noise levels, inverted once for the whole grid.
     t_hat = E.coeffs.time_of_sigma(torch.tensor(hat, dtype=F64)).tolist()
-    xt = E.to_edm(x, 0)
+    xt = E.to_edm(x, 0).clone()  # updated in place from here on
     for i in range(E.steps):
         s, s_hat, s_next = E.sigma[i], hat[i], E.sigma[i + 1]
         if s_hat > s:
-            xt = torch.add(xt, E.noise(xt), alpha=math.sqrt(s_hat**2 - s**2) * s_noise)
-            d = (xt - E.denoise_at(xt, t_hat[i])) / s_hat
+            xt.add_(E.noise(xt), alpha=math.sqrt(s_hat**2 - s**2) * s_noise)
+            d = _slope(xt, E.denoise_at(xt, t_hat[i]), s_hat)
         else:
-            d = (xt - E.denoise(xt, i)) / s
+            d = _slope(xt, E.denoise(xt, i), s)
         x_euler = torch.add(xt, d, alpha=s_next - s_hat)
-        d_next = (x_euler - E.denoise(x_euler, i + 1)) / s_next
-        xt = torch.add(xt, d + d_next, alpha=0.5 * (s_next - s_hat))
+        d_next = _slope(x_euler, E.denoise(x_euler, i + 1), s_next)
+        xt.add_(d.add_(d_next), alpha=0.5 * (s_next - s_hat))
         xt = E.after_step(hooks, i, xt)
     return E.from_edm(xt, E.steps)
 
