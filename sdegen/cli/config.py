@@ -59,6 +59,7 @@ class ModelConfig:
 
     net: str = "unet"  # unet | mlp
     parameterization: str = "eps"
+    base: str | None = None  # categorical: learn a residual on the per-pixel categorical model
     options: dict = field(default_factory=dict)
 
 

@@ -31,8 +31,13 @@ DEMO_CONFIG: dict = {
     "out_dir": "runs/demo",
     "data": {"name": "digits", "dequantize_copies": 8},
     "sde": {"class": "VPSDE"},
-    "model": {"net": "mlp", "parameterization": "eps", "options": {"hidden": 512, "depth": 4}},
-    "loss": {"kind": "dsm", "weighting": "sigma2", "t_sampling": "uniform"},
+    "model": {
+        "net": "mlp",
+        "parameterization": "eps",
+        "base": "categorical",
+        "options": {"hidden": 256, "depth": 3},
+    },
+    "loss": {"kind": "dsm", "weighting": "g2", "t_sampling": "importance"},
     "train": {
         "steps": 8000,
         "batch_size": 128,

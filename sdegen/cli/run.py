@@ -20,6 +20,7 @@ import yaml
 from torch import Tensor
 
 from .. import data as datasets
+from ..analytic import DequantizedCategorical
 from ..likelihood import bits_per_dim, log_likelihood
 from ..losses import loss_from_config
 from ..models import ScoreModel, net_from_config
@@ -55,6 +56,7 @@ class Prepared:
     levels: int | None
     image_shape: tuple[int, ...] | None
     num_classes: int | None
+    train_levels: Tensor | None = None  # integer training images, shaped like the model's input
 
     @property
     def event_shape(self) -> tuple[int, ...]:
@@ -115,15 +117,24 @@ def prepare_data(cfg: RunConfig, *, train: bool = True) -> Prepared:
         ]
         x = torch.cat(copies)
         labels = None if train_set.labels is None else train_set.labels.repeat(d.dequantize_copies)
+        train_levels = train_set.images
     else:
         x = torch.empty(0, *test_set.images.shape[1:])
-        labels = None
+        labels = train_levels = None
     test = test_set.images
     image_shape = tuple(test.shape[1:])
     if cfg.model.net == "mlp":  # a vector network sees flattened images
         x, test = x.flatten(1), test.flatten(1)
+        train_levels = None if train_levels is None else train_levels.flatten(1)
     return Prepared(
-        x, labels, test, test_set.labels, test_set.levels, image_shape, test_set.num_classes
+        x,
+        labels,
+        test,
+        test_set.labels,
+        test_set.levels,
+        image_shape,
+        test_set.num_classes,
+        train_levels,
     )
 
 
@@ -143,10 +154,19 @@ def build_model(cfg: RunConfig, prepared: Prepared) -> ScoreModel:
                 "use model.net = 'mlp' for vector data"
             )
         options.setdefault("in_channels", event[0])
+    base = None
+    if m.base is not None:
+        if m.base != "categorical":
+            raise ConfigError(f"model.base must be null or 'categorical'; got {m.base!r}")
+        if prepared.train_levels is None:
+            raise ConfigError("model.base = 'categorical' needs image data (integer levels)")
+        base = DequantizedCategorical.fit(
+            prepared.train_levels, prepared.levels, data_range=cfg.data.data_range
+        )
     try:
         sde = sde_from_config(cfg.sde)
         net = net_from_config({"class": _NETS[m.net], **options})
-        return ScoreModel(net, sde, m.parameterization)
+        return ScoreModel(net, sde, m.parameterization, base=base)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model/sde config: {err}") from err
 
