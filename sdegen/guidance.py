@@ -72,16 +72,17 @@ def _tracks_x(x: Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
 
 
-def _grad_of(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """``∇_x Σ_b fn(x)_b`` for a per-sample ``fn: (batch, *event) -> (batch,)``, under
+def _grad_of(fn: Callable[..., Tensor], x: Tensor, *args: Tensor) -> Tensor:
+    """``∇_x Σ_b fn(x, *args)_b`` for a per-sample ``fn: (batch, *event) -> (batch,)``, under
     ``enable_grad`` even inside ``no_grad``; detached unless the caller differentiates through
     ``x``, in which case the graph is kept so that second derivatives (divergences) are right."""
     if _tracks_x(x):
-        return torch.autograd.grad(fn(x).sum(), x, create_graph=True)[0]
-    # An inference tensor cannot enter autograd; a clone made outside inference mode can.
+        return torch.autograd.grad(fn(x, *args).sum(), x, create_graph=True)[0]
+    # Inference tensors cannot enter autograd; clones made outside inference mode can.
     with torch.inference_mode(False), torch.enable_grad():
         leaf = x.detach().clone().requires_grad_(True)
-        return torch.autograd.grad(fn(leaf).sum(), leaf)[0].detach()
+        args = tuple(a.clone() if a.is_inference() else a for a in args)
+        return torch.autograd.grad(fn(leaf, *args).sum(), leaf)[0].detach()
 
 
 def _labels(y: Tensor | int, batch: int, device: torch.device) -> Tensor:
@@ -160,7 +161,7 @@ class _ClassifierGrad(_GuidedScore):
         t = as_time("t", t, x.shape[0], x)
         y = _labels(self.y, x.shape[0], x.device)
 
-        def log_prob(x_: Tensor) -> Tensor:
+        def log_prob(x_: Tensor, t: Tensor, y: Tensor) -> Tensor:
             logits = self.classifier(x_, t)
             if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
                 got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
@@ -174,7 +175,7 @@ class _ClassifierGrad(_GuidedScore):
                 )
             return F.log_softmax(logits, dim=1).gather(1, y[:, None])[:, 0]
 
-        return _grad_of(log_prob, x)
+        return _grad_of(log_prob, x, t, y)
 
 
 def classifier_log_prob_grad(classifier: Classifier, y: Tensor | int) -> ScoreFn:
@@ -420,29 +421,27 @@ class _MeasurementGrad(_GuidedScore):
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         t = as_time("t", t, x.shape[0], x)
+        return _grad_of(self._log_likelihood, x, t)
+
+    def _log_likelihood(self, x: Tensor, t: Tensor) -> Tensor:
+        """``log N(y; A x̂_0(x), σ_y^2 I + r_t^2 A A^T)`` up to a constant, ``(batch,)``."""
         n = x.dim()
         m = append_dims(self.sde.marginal_mean_coeff(t), n)
         s2 = append_dims(self.sde.marginal_var(t), n)
         c = self.sde.mean_offset(t)
         A, y = self.A.to(x), self.y.to(x)
-        y = y.expand(x.shape[0], -1) if y.dim() == 1 else y
         if self.method == "gaussian":
             # Cov(x_0 | x_t) = r^2 I with r^2 = (1/v + m^2/s^2)^{-1}, exact for p_0 = N(mu, v I).
             r2 = self.data_var * s2.flatten() / (s2.flatten() + m.flatten() ** 2 * self.data_var)
         else:
             r2 = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         eye = torch.eye(A.shape[0], dtype=x.dtype, device=x.device)
-        cov = self.noise_var * eye + r2[:, None, None] * (A @ A.T)  # (batch, M, M)
-        chol = torch.linalg.cholesky(cov)
-
-        def log_lik(x_: Tensor) -> Tensor:
-            x_tilde = x_ if c is None else x_ - append_dims(c, n)
-            x0 = (x_tilde + s2 * self.score(x_, t)) / m  # Tweedie: E[x_0 | x_t]
-            residual = y - x0.flatten(1) @ A.T
-            white = torch.linalg.solve_triangular(chol, residual[:, :, None], upper=False)
-            return -0.5 * white.pow(2).sum((1, 2))
-
-        return _grad_of(log_lik, x)
+        chol = torch.linalg.cholesky(self.noise_var * eye + r2[:, None, None] * (A @ A.T))
+        x_tilde = x if c is None else x - append_dims(c, n)
+        x0 = (x_tilde + s2 * self.score(x, t)) / m  # Tweedie: E[x_0 | x_t]
+        residual = y - x0.flatten(1) @ A.T
+        white = torch.linalg.solve_triangular(chol, residual[:, :, None], upper=False)
+        return -0.5 * white.pow(2).sum((1, 2))
 
 
 def linear_inverse_score(
