@@ -425,7 +425,7 @@ def test_gaussian_measurement_guidance_samples_the_posterior():
 
 def test_noisy_classifier_shapes_and_training_on_a_mixture():
     """Cross-entropy training on noisy mixture samples approaches the Bayes cross-entropy of the
-    exact p_t(k | x) (measured: 0.02-0.03 nats above it after 600 steps)."""
+    exact p_t(k | x) on held-out noisy points (measured after 600 steps: 0.652 vs 0.650 nats)."""
     torch.manual_seed(0)
     gm = mixture_2d()
     gen = torch.Generator().manual_seed(0)
@@ -449,7 +449,7 @@ def test_noisy_classifier_shapes_and_training_on_a_mixture():
         learned = torch.log_softmax(clf(xt, t).double(), 1)
     exact_ce = -(p * torch.log_softmax(exact_logits, 1)).sum(1).mean()
     learned_ce = -(p * learned).sum(1).mean()
-    assert learned_ce - exact_ce < 0.1, (float(learned_ce), float(exact_ce))
+    assert learned_ce - exact_ce < 0.03, (float(learned_ce), float(exact_ce))
 
 
 # Validation --------------------------------------------------------------------------------------
