@@ -23,8 +23,16 @@ _NORMS = ("per_sample", "rms")
 EXACT_MAX_DIM = 128
 # The quadrature integrator's x-path tolerance and per-sample panel tolerance, relative to
 # the requested (rtol, atol): measured on 8-component mixtures and an MLP score at d = 2 and 64.
-_QUAD_X_TOL = 1e-1
+# With Hutchinson the x-solve (forward passes only) is most of the cost and the x-path at the
+# requested tolerance already keeps the solver error below the reference recipe's (measured,
+# d = 784 MLP: 4.8e-6 nats/dim at 1e-5 and at 1e-6, for 103 against 175 x-evaluations).
+_QUAD_X_TOL = {"exact": 1e-1, "hutchinson": 1.0}
 _QUAD_TOL = 1e3
+# Default initial panels: with the exact trace each node costs d vector-Jacobian products, and
+# 3 panels met the tolerance without a split on the benchmark's mixtures and MLPs (4 panels
+# cost 60-90 nodes for errors 50x below the reference recipe's); with Hutchinson one probe is
+# cheap, the x-solve dominates and one panel is split where its certificate asks for it.
+_QUAD_PANELS = {"exact": 3, "hutchinson": 1}
 # Below this dimension the exact trace is cheap and the separate x-solve of the quadrature
 # integrator costs more than it saves (d = 2: 0.6x the augmented solve's speed).
 QUADRATURE_MIN_DIM = 16
@@ -242,7 +250,7 @@ def log_likelihood(
     norm: str = "per_sample",
     prior_log_prob: Callable[[Tensor], Tensor] | None = None,
     integrator: str = "auto",
-    panels: int = 4,
+    panels: int | None = None,
     generator: torch.Generator | None = None,
 ) -> LikelihoodResult:
     """Exact log-likelihood of ``x`` under the probability-flow model of ``(sde, score)``.
@@ -271,14 +279,18 @@ def log_likelihood(
         t_min: start time (default ``sde.t_min``).
         prior_log_prob: ``x_T -> log p_T(x_T)`` in place of ``sde.prior_log_prob`` (e.g. the
             exact ``p_T`` of a known data law; the declared prior differs from it slightly).
-        integrator: ``"augmented"`` (above), ``"quadrature"`` or ``"auto"`` (quadrature for the
-            exact trace from d = 16 on, augmented otherwise: measured fastest). Quadrature: the
-            divergence never feeds back into ``x``, so ``x(t)`` is solved alone (forward passes
-            only, dopri5 at ``0.1 rtol, 0.1 atol``) and ``∫ ∇·f̃ dt`` is integrated per
-            sample by 15-point Gauss–Kronrod panels in ``v = sqrt(t)`` (``panels`` of them,
-            each split once where ``|K15 - G7|`` exceeds its share of ``1e3 atol d`` nats),
-            which needs far fewer divergence evaluations. ``error_estimate`` then holds the
-            per-sample certificate.
+        integrator: ``"augmented"`` (above), ``"quadrature"`` or ``"auto"`` (quadrature from
+            d = 16 on, augmented otherwise: measured fastest). Quadrature: the divergence never
+            feeds back into ``x``, so ``x(t)`` is solved alone (forward passes only, dopri5 at
+            ``0.1 rtol, 0.1 atol`` with the exact trace, at ``rtol, atol`` with Hutchinson) and
+            ``∫ ∇·f̃ dt`` is integrated per sample by 15-point Gauss–Kronrod panels in
+            ``v = sqrt(t)`` (``panels`` of them, each split once where ``|K15 - G7|`` exceeds
+            its share of ``1e3 atol d`` nats), which needs far fewer divergence evaluations.
+            With Hutchinson the probes are the same fixed ones at every node, so the integral
+            is the same deterministic quantity the augmented solve integrates.
+            ``error_estimate`` then holds the per-sample certificate.
+        panels: initial Gauss–Kronrod panels of the quadrature integrator (default 3 with the
+            exact trace, 1 with Hutchinson).
 
     Returns:
         A :class:`LikelihoodResult`. Gradients are not tracked: the solve runs under
@@ -322,11 +334,12 @@ def log_likelihood(
         )
     if integrator == "auto":
         # Measured (benchmarks/likelihood.py): with the exact trace each divergence evaluation
-        # costs d vector-Jacobian products, and quadrature needs far fewer of them (d = 64:
-        # 1.1-1.9x the reference recipe's speed against 0.9-1.2x for the augmented solve); with
-        # Hutchinson one probe is cheap and the separate x-solve dominates.
-        use_quadrature = chosen == "exact" and d >= QUADRATURE_MIN_DIM
-        integrator = "quadrature" if use_quadrature else "augmented"
+        # costs d vector-Jacobian products, and quadrature needs far fewer of them; with
+        # Hutchinson the x-solve takes forward passes only (no graph, no backward) and one
+        # panel of 15 nodes replaces a backward pass at each of the augmented solve's ~110 steps.
+        integrator = "quadrature" if d >= QUADRATURE_MIN_DIM else "augmented"
+    if panels is None:
+        panels = _QUAD_PANELS[chosen]
     if isinstance(panels, bool) or not isinstance(panels, int) or panels < 1:
         raise ValueError(f"panels must be a positive int; got {panels!r}")
     counted = score if isinstance(score, CountedScore) else CountedScore(score)
@@ -339,7 +352,7 @@ def log_likelihood(
             x.detach(),
             start,
             probes,
-            _QUAD_X_TOL * min(rtol, atol),
+            _QUAD_X_TOL[chosen] * min(rtol, atol),
             _QUAD_TOL * atol * d,
             panels,
         )
