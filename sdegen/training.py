@@ -459,6 +459,8 @@ class Trainer:
             model, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True
         )
         self._ema.eval()
+        # The average is written by update_parameters only; no gradients are needed for it.
+        self._ema.requires_grad_(False)
         if compile:
             # In place, after the EMA copy (which stays eager): the state-dict keys stay those
             # of the plain network, so checkpoints and exports do not depend on this flag.
@@ -802,11 +804,14 @@ class Trainer:
         # Rows logged after the checkpoint will be logged again by the resumed run.
         if self.rank != 0 or not self.metrics_path.exists():
             return
-        kept = [
-            line
-            for line in self.metrics_path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= self.step
-        ]
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line cut short by the interruption
+                continue
+            if isinstance(row, dict) and row.get("step", 0) <= self.step:
+                kept.append(line)
         _atomic_write(self.metrics_path, "".join(line + "\n" for line in kept).encode())
 
     # ---------------------------------------------------------------------------------------

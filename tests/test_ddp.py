@@ -4,7 +4,6 @@ writes checkpoints and logs, and a distributed run resumes from its checkpoint."
 
 import json
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -53,19 +52,16 @@ def flat(module):
     return torch.cat([p.detach().flatten() for p in module.state_dict().values()])
 
 
-def _worker(rank: int, port: int, out_dir: str, result_file: str) -> None:
+def _worker(rank: int, init_file: str, out_dir: str, result_file: str) -> None:
     torch.set_num_threads(1)
-    # What torchrun sets: the Trainer initialises the process group from the environment.
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(WORLD),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    # A file rendezvous rather than a TCP port: no race for a free port with other processes.
+    # RANK as torchrun sets it (make_trainer seeds each rank differently from it).
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
+        # distributed=None: the Trainer finds the initialised group of size 2 and uses it.
         first = make_trainer(out_dir)
-        assert first.distributed and first.world_size == WORLD
+        assert first.distributed and first.world_size == WORLD and first.rank == rank
         first.fit(HALF)
         del first
         resumed = make_trainer(out_dir)
@@ -77,20 +73,16 @@ def _worker(rank: int, port: int, out_dir: str, result_file: str) -> None:
         if rank == 0:
             torch.save({"everyone": everyone, "losses": result.losses}, result_file)
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        dist.destroy_process_group()
 
 
 def test_ddp_matches_single_process(tmp_path):
     result_file = tmp_path / "ranks.pt"
     ddp_dir = tmp_path / "ddp"
-    mp.spawn(_worker, args=(_free_port(), str(ddp_dir), str(result_file)), nprocs=WORLD, join=True)
+    init_file = tmp_path / "rendezvous"
+    mp.spawn(
+        _worker, args=(str(init_file), str(ddp_dir), str(result_file)), nprocs=WORLD, join=True
+    )
     out = torch.load(result_file, weights_only=True)
     (params0, ema0), (params1, ema1) = out["everyone"]
     # Identical weights and EMA on every rank, bit for bit.

@@ -109,6 +109,16 @@ def test_resume_is_bitwise_exact(tmp_path, straight):
     assert steps == list(range(2, 2 * N_STEPS + 1, 2))
 
 
+def test_metrics_after_the_checkpoint_are_dropped_on_resume(tmp_path):
+    make_trainer(tmp_path).fit(N_STEPS)
+    with open(tmp_path / "metrics.jsonl", "a") as f:  # logged after the checkpoint, then a crash
+        f.write(json.dumps({"step": N_STEPS + 2, "loss": 1.0}) + "\n" + '{"step": 1')
+    trainer = make_trainer(tmp_path)
+    assert [row["step"] for row in read_rows(tmp_path)] == list(range(2, N_STEPS + 1, 2))
+    trainer.fit(N_STEPS + 2)
+    assert read_rows(tmp_path)[-1]["step"] == N_STEPS + 2
+
+
 @pytest.mark.parametrize("piece", ["optimizer", "ema", "rng", "scheduler", "data"])
 def test_each_piece_of_state_is_needed(tmp_path, straight, piece):
     params, ema, losses = straight
