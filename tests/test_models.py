@@ -487,3 +487,14 @@ def test_score_model_with_a_base_adds_the_base_score_and_round_trips():
         assert torch.equal(rebuilt.base.probs, base.probs)
     with pytest.raises(TypeError, match="marginal_score"):
         ScoreModel(MLP(3), sde, base=torch.nn.Linear(3, 3))
+    with pytest.raises(ValueError, match="'eps' or 'score'"):
+        ScoreModel(MLP(3), sde, "x0", base=base)
+    # The network's correction fades like alpha^2 = m^2 sd^2 / (m^2 sd^2 + s^2) at large t.
+    with torch.no_grad():
+        plain = ScoreModel(model.net, sde, "eps").double()
+        for tt in (0.05, 0.5, 1.0):
+            t1 = torch.full((8,), tt, dtype=torch.float64)
+            m, s = sde.marginal_mean_coeff(t1)[:, None], sde.marginal_std(t1)[:, None]
+            fade = (m * 0.5) ** 2 / ((m * 0.5) ** 2 + s**2)
+            expected = fade * plain(x, t1) + base.marginal_score(sde, x, t1)
+            assert torch.allclose(model(x, t1), expected, atol=1e-10)

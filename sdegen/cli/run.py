@@ -223,7 +223,7 @@ def train(cfg: RunConfig, *, out_dir: Path | None = None):
         log_every=t.log_every,
         progress=t.progress,
     )
-    result = trainer.fit(max(0, t.steps - trainer.step))
+    result = trainer.fit(t.steps)
     trainer.export(out / FINAL_DIR)
     return trainer, result, prepared
 

@@ -53,9 +53,13 @@ class ScoreModel(nn.Module):
         sigma_data: the data's standard deviation per coordinate (0.5 for data in ``[-1, 1]``).
         base: an optional closed-form model whose exact score the network corrects: an
             ``nn.Module`` with ``marginal_score(sde, x, t)`` and ``config()``, such as
-            :class:`sdegen.analytic.DequantizedCategorical` for discrete data. The model's score
-            is ``base score + network score`` (the network learns the residual; a zero network
-            is exactly the base model). Its tensors travel in the state dict.
+            :class:`sdegen.analytic.DequantizedCategorical` for discrete data ("eps" and
+            "score" only). The score is then ``base score + α(t)^2 × network score`` with
+            ``α^2 = m^2 sigma_data^2 / (m^2 sigma_data^2 + s^2)``: a zero network is exactly the
+            base model, and the correction fades as the data are forgotten, as the true
+            residual does (a base with the data's per-coordinate marginals differs from
+            ``p_t`` by ``O(m^2)``), so an untrained direction of the network cannot push the
+            probability flow away at large ``t``. Its tensors travel in the state dict.
 
     ``model(x, t, labels=None)`` returns the score, so a model (or a DDP wrapper of it) is a
     score function for the samplers. ``x``: ``(batch, *event)``, ``t``: ``(batch,)`` forward times
@@ -120,6 +124,11 @@ class ScoreModel(nn.Module):
                 )
             if not self.linear:
                 raise ValueError("base needs an SDE with a closed-form kernel (has_marginal)")
+            if parameterization not in ("eps", "score"):
+                raise ValueError(
+                    f"base works with parameterization 'eps' or 'score' (a zero network is then "
+                    f"a zero correction); got {parameterization!r}"
+                )
         self.base = base
 
     # Coefficients -----------------------------------------------------------------------------
@@ -196,7 +205,8 @@ class ScoreModel(nn.Module):
             alpha = m * self.sigma_data / scale
             score = -(x_tilde / scale**2 + alpha * F / s)
         if self.base is not None:
-            score = score + self.base.marginal_score(self.sde, x, t)
+            fade = (m * self.sigma_data / scale) ** 2
+            score = fade * score + self.base.marginal_score(self.sde, x, t)
         return score.to(x.dtype)
 
     def score(self, x: Tensor, t: float | Tensor, labels: Tensor | None = None) -> Tensor:
@@ -223,8 +233,8 @@ class ScoreModel(nn.Module):
         else:
             sd = self.sigma_data
             x0 = sd * (m * sd * x_tilde / scale**2 - s * F / scale)
-        if self.base is not None:  # Tweedie with the base's share of the score
-            x0 = x0 + s**2 * self.base.marginal_score(self.sde, x, t) / m
+        if self.base is not None:  # Tweedie on the combined score
+            return ((x_tilde + s**2 * self.forward(x, t, labels)) / m).to(x.dtype)
         return x0.to(x.dtype)
 
     def net_target(self, x0: Tensor, t: float | Tensor, noise: Tensor) -> Tensor:
