@@ -4,11 +4,12 @@ The public surface: forward SDEs, the closed-form Gaussian-mixture ground truth,
 SDE (a torchsde object) and probability-flow ODE (a torchdiffeq function), ``sample()``, and
 exact likelihoods (``log_likelihood``, ``bits_per_dim``, ``elbo``), score models and their
 training (``ScoreModel``, ``DenoisingScoreMatching``, ``SlicedScoreMatching``, ``Trainer``,
-``load_pretrained``). Subpackages: ``sdegen.data``, ``sdegen.models``, ``sdegen.plotting``,
-``sdegen.testing``.
+``load_pretrained``). Subpackages: ``sdegen.data``, ``sdegen.guidance``, ``sdegen.models``,
+``sdegen.plotting``, ``sdegen.testing``.
 """
 
-from .analytic import GaussianMixture
+from . import guidance
+from .analytic import DequantizedCategorical, GaussianMixture
 from .likelihood import (
     BitsPerDim,
     ElboResult,
@@ -20,9 +21,9 @@ from .likelihood import (
     log_likelihood,
 )
 from .losses import DenoisingScoreMatching, SlicedScoreMatching, loss_from_config
-from .models import ScoreModel
+from .models import MLP, ScoreModel, UNet, net_from_config
 from .reverse import ProbabilityFlowODE, ReverseSDE
-from .sampling import SampleResult, StabilityWarning, sample
+from .sampling import SampleResult, SamplingMethod, StabilityWarning, methods, sample
 from .sde import (
     OUSDE,
     VESDE,
@@ -33,37 +34,55 @@ from .sde import (
     SubVPSDE,
     sde_from_config,
 )
-from .training import Trainer, load_pretrained
+from .training import (
+    CheckpointError,
+    CheckpointWarning,
+    NonFiniteLossError,
+    Trainer,
+    TrainResult,
+    load_pretrained,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "OUSDE",
-    "VESDE",
-    "VPSDE",
     "AbstractLinearSDE",
     "AbstractSDE",
     "BitsPerDim",
+    "CheckpointError",
+    "CheckpointWarning",
     "DenoisingScoreMatching",
+    "DequantizedCategorical",
     "ElboResult",
     "GaussianMixture",
     "LikelihoodResult",
     "LinearSDE",
+    "MLP",
+    "NonFiniteLossError",
+    "OUSDE",
     "ProbabilityFlowODE",
     "ReverseSDE",
     "SampleResult",
+    "SamplingMethod",
     "ScoreModel",
     "SlicedScoreMatching",
     "StabilityWarning",
     "SubVPSDE",
+    "TrainResult",
     "Trainer",
+    "UNet",
+    "VESDE",
+    "VPSDE",
     "bits_per_dim",
     "data_transform",
     "dequantize",
     "elbo",
+    "guidance",
     "load_pretrained",
     "log_likelihood",
     "loss_from_config",
+    "methods",
+    "net_from_config",
     "sample",
     "sde_from_config",
 ]
