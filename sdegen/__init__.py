@@ -46,6 +46,10 @@ from .training import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MLP",
+    "OUSDE",
+    "VESDE",
+    "VPSDE",
     "AbstractLinearSDE",
     "AbstractSDE",
     "BitsPerDim",
@@ -57,9 +61,7 @@ __all__ = [
     "GaussianMixture",
     "LikelihoodResult",
     "LinearSDE",
-    "MLP",
     "NonFiniteLossError",
-    "OUSDE",
     "ProbabilityFlowODE",
     "ReverseSDE",
     "SampleResult",
@@ -71,8 +73,6 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "UNet",
-    "VESDE",
-    "VPSDE",
     "bits_per_dim",
     "data_transform",
     "dequantize",
