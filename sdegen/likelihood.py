@@ -29,10 +29,12 @@ EXACT_MAX_DIM = 128
 _QUAD_X_TOL = {"exact": 1e-1, "hutchinson": 1.0}
 _QUAD_TOL = 1e3
 # Default initial panels: with the exact trace each node costs d vector-Jacobian products, and
-# 3 panels met the tolerance without a split on the benchmark's mixtures and MLPs (4 panels
-# cost 60-90 nodes for errors 50x below the reference recipe's); with Hutchinson one probe is
-# cheap, the x-solve dominates and one panel is split where its certificate asks for it.
-_QUAD_PANELS = {"exact": 3, "hutchinson": 1}
+# 3 panels met the tolerance without a split on the benchmark's mixtures and MLPs at d = 64
+# (errors 1.5e-5 / 3e-7 nats/dim against the reference recipe's 2.2e-5 / 6.9e-6; 4 panels
+# cost 60-90 nodes for errors 50x below the recipe's). With Hutchinson the x-solve dominates;
+# one panel was enough for an MLP score but left 7e-4 nats/dim of solver error on a d = 16
+# mixture (2 panels: 3e-5; the augmented solve: 7e-6).
+_QUAD_PANELS = {"exact": 3, "hutchinson": 2}
 # Below this dimension the exact trace is cheap and the separate x-solve of the quadrature
 # integrator costs more than it saves (d = 2: 0.6x the augmented solve's speed).
 QUADRATURE_MIN_DIM = 16
@@ -290,7 +292,7 @@ def log_likelihood(
             is the same deterministic quantity the augmented solve integrates.
             ``error_estimate`` then holds the per-sample certificate.
         panels: initial Gauss–Kronrod panels of the quadrature integrator (default 3 with the
-            exact trace, 1 with Hutchinson).
+            exact trace, 2 with Hutchinson).
 
     Returns:
         A :class:`LikelihoodResult`. Gradients are not tracked: the solve runs under
