@@ -40,10 +40,13 @@ from ``x_T ~ p_∞`` down to ``t_min``. The data are a 1-D mixture ``½ N(-1.5, 
 the exact mixture CDF), the mean, the standard deviation and the mass of the right mode.
 Tolerances suit a short training (the score is only approximately learnt; with ``n`` samples
 the KS distance of a perfect sampler is about ``1.36 / sqrt(n)`` at 95%): KS distance < 0.08
-(< 0.2 with ``--quick``), ``|mean| < 0.1``, std within 10% of the data's, right-mode mass within
-0.1 of ½. As a control, the same sampler with the network set to zero (the untrained
-model: the stationary score alone, which keeps ``p_∞`` unchanged) must fail the KS tolerance:
-the check can tell a learnt score from none.
+(< 0.2 with ``--quick``), mean within 0.1 data standard deviations of 0, std within 10% of the
+data's, right-mode mass within 0.1 of ½ (the modes' weights are the hardest part: the score
+decides them at large ``t``, where the modes have merged; 0.537 was measured by default).
+
+As a control, the same sampler with the network set to zero (the untrained model: the
+stationary score alone, which keeps ``p_∞`` unchanged) must fail the KS tolerance: the check
+can tell a learnt score from none.
 
 Also checked: ``p_∞`` solves the stationary Fokker–Planck equation
 (:func:`sdegen.testing.fokker_planck_residual` below 1e-10 in float64) and the rejection sampler
@@ -151,7 +154,10 @@ def compare(x: torch.Tensor, ks_tol: float) -> tuple[list[tuple[str, bool]], flo
     right = float((v > 0).mean())
     checks = [
         (f"KS distance {ks:.4f} < {ks_tol:g}", ks < ks_tol),
-        (f"mean {v.mean():+.4f} (|.| < 0.1)", abs(v.mean()) < 0.1),
+        (
+            f"mean {v.mean():+.4f} (within 0.1 std: |.| < {0.1 * data_std:.3f})",
+            abs(v.mean()) < 0.1 * data_std,
+        ),
         (f"std {v.std():.4f} vs {data_std:.4f} (within 10%)", abs(v.std() / data_std - 1) < 0.1),
         (f"right-mode mass {right:.3f} (0.5 ± 0.1)", abs(right - 0.5) < 0.1),
     ]

@@ -37,7 +37,7 @@ row 3 is within 0.02 bits/dim of row 2 (paired mean); every figure is finite; an
 better (a short training need not beat it by much; the full ``sdegen demo`` trains 8000 steps).
 
 Run:  python examples/digits_bits_per_dim.py            (about 5 minutes on one CPU core)
-      python examples/digits_bits_per_dim.py --quick    (tiny: a few steps, 24 test images)
+      python examples/digits_bits_per_dim.py --quick    (tiny: a few steps, 16 test images)
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, help="training steps (default 3000; 40 with --quick)")
     p.add_argument(
-        "--n-test", type=int, help="test images scored (default 128 of 359; 24 with --quick)"
+        "--n-test", type=int, help="test images scored (default 128 of 359; 16 with --quick)"
     )
     p.add_argument(
         "--repeats", type=int, default=1, help="dequantization draws per test image (default 1)"
@@ -78,7 +78,7 @@ def parse_args(argv=None):
     if args.steps is None:
         args.steps = 40 if args.quick else 3000
     if args.n_test is None:
-        args.n_test = 24 if args.quick else 128
+        args.n_test = 16 if args.quick else 128
     if args.steps < 1 or args.n_test < 2 or args.repeats < 1:
         p.error("--steps and --repeats must be >= 1, --n-test >= 2")
     return args
