@@ -73,3 +73,24 @@ def test_train_prints_config_and_rejects_bad_ones(tmp_path, capsys):
     assert "model.net" in capsys.readouterr().err
     assert main(["sample", str(tmp_path / "nothing")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_demo_at_a_tiny_size_writes_its_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--set", "train.steps=30", "--set", "train.progress=false",
+            "--set", "likelihood.n=6", "--set", "likelihood.repeats=2", "--set", "sample.n=9",
+            "--set", "model.options={hidden: 32, depth: 1}"]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "held-out bits/dim:" in text
+    summary = json.loads((out / "demo.json").read_text())
+    bpd = summary["bits_per_dim"]
+    assert bpd["metric"] == "bits/dim" and bpd["n"] == 6 and bpd["repeats"] == 2
+    assert math.isfinite(bpd["value"]) and math.isfinite(bpd["std_error"])
+    # An untrained residual on the categorical base is about the categorical model itself.
+    assert abs(bpd["value"] - summary["baselines_bits_per_dim"]["categorical"]) < 1.0
+    for name in summary["figures"].values():
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    assert "Held-out bits/dim" in report and "samples_unipc.png" in report
+    assert [r["nfe"] for r in summary["samplers"]] == [20, 400]
