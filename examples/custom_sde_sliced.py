@@ -52,7 +52,7 @@ Also checked: ``p_∞`` solves the stationary Fokker–Planck equation
 (:func:`sdegen.testing.fokker_planck_residual` below 1e-10 in float64) and the rejection sampler
 matches its second moment (``|z| < 4``).
 
-Run:  python examples/custom_sde_sliced.py              (about a minute on one CPU core)
+Run:  python examples/custom_sde_sliced.py              (1-2 minutes on one CPU core)
       python examples/custom_sde_sliced.py --out f.png  (also a histogram figure)
       python examples/custom_sde_sliced.py --quick      (a short run, for tests)
 """
