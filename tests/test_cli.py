@@ -91,6 +91,11 @@ def test_demo_at_a_tiny_size_writes_its_report(tmp_path, capsys):
     assert abs(bpd["value"] - summary["baselines_bits_per_dim"]["categorical"]) < 1.0
     for name in summary["figures"].values():
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert "reverse_trajectory.png" in summary["figures"].values()
+    from PIL import Image
+
+    with Image.open(out / "reverse_trajectory.gif") as gif:
+        assert gif.n_frames > 5
     report = (out / "report.md").read_text()
     assert "Held-out bits/dim" in report and "samples_unipc.png" in report
     assert [r["nfe"] for r in summary["samplers"]] == [20, 400]

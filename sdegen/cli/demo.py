@@ -105,6 +105,7 @@ def run_demo(cfg: RunConfig) -> dict:
 
     figures: dict[str, str] = {}
     sampler_rows = []
+    trajectories = {}
     for label, method, kwargs in DEMO_SAMPLERS:
         t0 = time.perf_counter()
         res = draw_samples(
@@ -116,8 +117,10 @@ def run_demo(cfg: RunConfig) -> dict:
             nfe=kwargs.get("nfe"),
             n=cfg.sample.n,
             seed=cfg.sample.seed,
+            return_trajectory=True,
         )
         elapsed = time.perf_counter() - t0
+        trajectories[method] = (res.times, res.trajectory)
         png = save_samples(cfg, prepared, res.samples, out / f"samples_{method}.png")
         figures[label] = png.name
         sampler_rows.append(
@@ -139,6 +142,18 @@ def run_demo(cfg: RunConfig) -> dict:
     images = states.reshape(len(times), len(x0), *prepared.image_shape).clamp(-1, 1)
     strip = plotting.trajectory_strip(times, images, out / "forward_diffusion.png", scale=4)
     figures["forward diffusion (t = t_min ... T, one column per time)"] = strip.name
+
+    # The reverse process: the few-step sampler's path from noise to digits, as a strip and a GIF.
+    method = DEMO_SAMPLERS[0][1]
+    times, path = trajectories[method]
+    shown = path[:, :8].reshape(len(times), -1, *prepared.image_shape).clamp(-1, 1)
+    strip = plotting.trajectory_strip(times, shown, out / "reverse_trajectory.png", scale=4)
+    figures[f"reverse process ({method}: t = T ... t_min, one column per step)"] = strip.name
+    plotting.trajectory_gif(
+        path[:, :16].reshape(len(times), -1, *prepared.image_shape).clamp(-1, 1),
+        out / "reverse_trajectory.gif",
+        scale=4,
+    )
 
     t0 = time.perf_counter()
     lk = cfg.likelihood
