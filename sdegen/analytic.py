@@ -173,6 +173,20 @@ class GaussianMixture:
         grad = zv if U is None else torch.einsum("bke,kde->bkd", zv, U)
         return -(resp[:, :, None] * grad).sum(1).reshape(x.shape)
 
+    def _score_and_divergence(
+        self, x: Tensor, m: Tensor, c: Tensor | None, s2: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The score and its divergence ``∇·s = Σ_k r_k (|a_k|^2 - tr C_k^{-1}) - |s|^2``
+        (``a_k = C_k^{-1}(x - μ_k)``, ``r_k`` the responsibilities), from one pass."""
+        log_joint, zv, U = self._component_terms(x, m, c, s2)
+        resp = torch.softmax(log_joint, dim=-1)
+        grad = zv if U is None else torch.einsum("bke,kde->bkd", zv, U)
+        score = -(resp[:, :, None] * grad).sum(1)
+        _, lam, _, _ = self._params(x)
+        inv_trace = (1.0 / ((m * m)[:, None, None] * lam[None] + s2[:, None, None])).sum(-1)
+        div = (resp * ((zv * zv).sum(-1) - inv_trace)).sum(1) - (score * score).sum(1)
+        return score.reshape(x.shape), div
+
     def _identity(self, x: Tensor) -> tuple[Tensor, None, Tensor]:
         ones = x.new_ones(x.shape[0])
         return ones, None, torch.zeros_like(ones)
@@ -263,13 +277,21 @@ class GaussianMixture:
         """The exact score ``(x, t) -> ∇_x log p_t(x)``, in closed form (no autograd).
 
         ``x``: ``(batch, *event)``; ``t``: ``(batch,)`` or a float. Meant to be called inside
-        solvers, so it does not range-check ``t``."""
+        solvers, so it does not range-check ``t``. The function also carries
+        ``score_and_divergence(x, t) -> (score, ∇·score)`` in closed form, which
+        :func:`sdegen.log_likelihood` uses for an exact divergence without autograd."""
         self._check_sde(sde)
 
         def score(x: Tensor, t: Tensor | float) -> Tensor:
             t = as_time("t", t, x.shape[0], x)
             return self._score(x, *self._coefficients(sde, t))
 
+        def score_and_divergence(x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
+            t = as_time("t", t, x.shape[0], x)
+            return self._score_and_divergence(x, *self._coefficients(sde, t))
+
+        # A capability that log_likelihood uses for an exact divergence without autograd.
+        score.score_and_divergence = score_and_divergence
         return score
 
     def __repr__(self) -> str:

@@ -76,6 +76,15 @@ def _rms_norm(z: Tensor) -> Tensor:
     return z.pow(2).mean().sqrt()
 
 
+def _closed_form_divergence(sde, score: CountedScore):
+    """``score_and_divergence(x, t)`` when the score offers one (a closed-form ground truth
+    such as ``GaussianMixture.score_fn``) and the drift is affine, else ``None``."""
+    fn = getattr(score.score, "score_and_divergence", None)
+    if callable(fn) and getattr(sde, "has_marginal", False) and hasattr(sde, "drift_coeff"):
+        return fn
+    return None
+
+
 def _flow_and_divergence(
     sde, score: CountedScore, x: Tensor, t: Tensor, probes: Tensor | None
 ) -> tuple[Tensor, Tensor]:
@@ -84,6 +93,15 @@ def _flow_and_divergence(
     faster than ``vmap`` or batched gradients), or ``(batch, K)`` Hutchinson estimates, one per
     probe."""
     batch = x.shape[0]
+    closed_form = _closed_form_divergence(sde, score)
+    if probes is None and closed_form is not None:
+        # ∇·f̃ = d a(t) - ½ g^2 ∇·s for the affine drift a(t) x + b(t): no autograd at all.
+        s, div_s = closed_form(x, t)
+        score.nfe += 1
+        g2 = sde.diffusion(t) ** 2
+        v = sde.drift(x, t) - 0.5 * append_dims(g2, x.dim()) * s
+        div = x[0].numel() * sde.drift_coeff(t) - 0.5 * g2 * div_s
+        return v, div[:, None]
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         g2 = append_dims(sde.diffusion(t) ** 2, x.dim())
@@ -319,9 +337,11 @@ def log_likelihood(
     if not sde.t_min <= start < sde.T:
         raise ValueError(f"t_min must lie in [sde.t_min, T) = [{sde.t_min}, {sde.T}); got {start}")
     d = x[0].numel()
-    chosen = (
-        divergence if divergence != "auto" else ("exact" if d <= EXACT_MAX_DIM else "hutchinson")
-    )
+    raw = score.score if isinstance(score, CountedScore) else score
+    # A closed-form divergence (e.g. GaussianMixture.score_fn) is exact and costs one pass.
+    analytic = _closed_form_divergence(sde, CountedScore(raw)) is not None
+    exact_by_default = analytic or d <= EXACT_MAX_DIM
+    chosen = divergence if divergence != "auto" else ("exact" if exact_by_default else "hutchinson")
     probes = None
     if chosen == "hutchinson":
         shape = (num_probes, *x.shape)
@@ -339,7 +359,8 @@ def log_likelihood(
         # costs d vector-Jacobian products, and quadrature needs far fewer of them; with
         # Hutchinson the x-solve takes forward passes only (no graph, no backward) and one
         # panel of 15 nodes replaces a backward pass at each of the augmented solve's ~110 steps.
-        integrator = "quadrature" if d >= QUADRATURE_MIN_DIM else "augmented"
+        cheap = analytic and chosen == "exact"  # no trace to save: the plain solve is cheapest
+        integrator = "quadrature" if d >= QUADRATURE_MIN_DIM and not cheap else "augmented"
     if panels is None:
         panels = _QUAD_PANELS[chosen]
     if isinstance(panels, bool) or not isinstance(panels, int) or panels < 1:

@@ -12,6 +12,12 @@ F64 = torch.float64
 SDES = {"vp": sdegen.VPSDE, "ve": sdegen.VESDE, "subvp": sdegen.SubVPSDE}
 
 
+def _autograd(score):
+    """The score without its closed-form divergence, so these tests exercise the autograd
+    trace and Hutchinson paths (the closed form is tested in test_analytic.py)."""
+    return lambda x, t: score(x, t)
+
+
 def _setup(name, d, n=256, full=None, seed=1):
     sde = SDES[name]()
     gm = make_mixture(d, k=8, seed=seed, full=d <= 8 if full is None else full)
@@ -23,7 +29,7 @@ def _error_per_dim(sde, gm, x, exact, tol, **kwargs):
     kwargs.setdefault("integrator", "augmented")
     res = sdegen.log_likelihood(
         sde,
-        gm.score_fn(sde),
+        _autograd(gm.score_fn(sde)),
         x,
         rtol=tol,
         atol=tol,
@@ -68,13 +74,13 @@ def test_declared_prior_mismatch_is_the_only_other_term():
     sde, gm, x, _exact = _setup("vp", 2, n=32)
     exact_prior = sdegen.log_likelihood(
         sde,
-        gm.score_fn(sde),
+        _autograd(gm.score_fn(sde)),
         x,
         rtol=1e-8,
         atol=1e-8,
         prior_log_prob=gm.marginal(sde, sde.T).log_prob,
     )
-    declared = sdegen.log_likelihood(sde, gm.score_fn(sde), x, rtol=1e-8, atol=1e-8)
+    declared = sdegen.log_likelihood(sde, _autograd(gm.score_fn(sde)), x, rtol=1e-8, atol=1e-8)
     torch.testing.assert_close(declared.delta_log_prob, exact_prior.delta_log_prob)
     # The flow's end points are shared; only the prior term differs.
     diff = declared.log_prob - exact_prior.log_prob
@@ -85,8 +91,8 @@ def test_declared_prior_mismatch_is_the_only_other_term():
 def test_per_sample_norm_makes_results_batch_independent():
     sde, gm, x, exact = _setup("ve", 2, n=128)
     kw = {"rtol": 1e-6, "atol": 1e-6, "prior_log_prob": gm.marginal(sde, sde.T).log_prob}
-    alone = sdegen.log_likelihood(sde, gm.score_fn(sde), x[:1], **kw).log_prob
-    batched = sdegen.log_likelihood(sde, gm.score_fn(sde), x, **kw).log_prob[:1]
+    alone = sdegen.log_likelihood(sde, _autograd(gm.score_fn(sde)), x[:1], **kw).log_prob
+    batched = sdegen.log_likelihood(sde, _autograd(gm.score_fn(sde)), x, **kw).log_prob[:1]
     assert abs(float(alone - exact[0])) < 1e-4 and abs(float(batched - exact[0])) < 1e-4
 
 
@@ -95,10 +101,10 @@ def test_hutchinson_is_unbiased_and_reports_its_error():
     errors of the exact-trace value (Bonferroni over 16 points at ~1e-4)."""
     sde, gm, x, _ = _setup("vp", 8, n=16)
     kw = {"rtol": 1e-7, "atol": 1e-7}
-    exact = sdegen.log_likelihood(sde, gm.score_fn(sde), x, divergence="exact", **kw)
+    exact = sdegen.log_likelihood(sde, _autograd(gm.score_fn(sde)), x, divergence="exact", **kw)
     hutch = sdegen.log_likelihood(
         sde,
-        gm.score_fn(sde),
+        _autograd(gm.score_fn(sde)),
         x,
         divergence="hutchinson",
         num_probes=64,
@@ -116,7 +122,7 @@ def test_hutchinson_is_reproducible_with_a_generator():
     def run(seed, probe="rademacher"):
         return sdegen.log_likelihood(
             sde,
-            gm.score_fn(sde),
+            _autograd(gm.score_fn(sde)),
             x,
             divergence="hutchinson",
             probe=probe,
@@ -136,10 +142,16 @@ def test_auto_divergence_chooses_by_dimension():
     x_big = big.sample(2, dtype=F64)
     kw = {"rtol": 1e-3, "atol": 1e-3}
     assert sdegen.log_likelihood(sde, small.score_fn(sde), x_small, **kw).divergence == "exact"
-    res = sdegen.log_likelihood(sde, big.score_fn(sde), x_big, **kw)
+    big_score = big.score_fn(sde)
+    plain = lambda x, t: big_score(x, t)  # noqa: E731  (hides the closed-form divergence)
+    res = sdegen.log_likelihood(sde, plain, x_big, **kw)
     assert res.divergence == "hutchinson"
     # N(0, I) is stationary under VP: the exact answer is the prior's log-density, and with a
     # diagonal Jacobian one Rademacher probe is exact.
+    torch.testing.assert_close(res.log_prob, big.log_prob(x_big), rtol=1e-6, atol=1e-6)
+    # A score with a closed-form divergence gets the exact trace at any dimension.
+    res = sdegen.log_likelihood(sde, big_score, x_big, **kw)
+    assert res.divergence == "exact"
     torch.testing.assert_close(res.log_prob, big.log_prob(x_big), rtol=1e-6, atol=1e-6)
 
 
@@ -163,7 +175,7 @@ def test_bits_per_dim_matches_closed_form_for_a_gaussian_model():
     # marginals at T serve as the prior.
     res = sdegen.bits_per_dim(
         sde,
-        model.score_fn(sde),
+        _autograd(model.score_fn(sde)),
         x,
         levels=levels,
         data_range="[-1,1]",
@@ -193,7 +205,7 @@ def test_bits_per_dim_is_invariant_to_the_data_scaling():
     for name, model, rng in [("unit", unit, "[0,1]"), ("sym", sym, "[-1,1]")]:
         out[name] = sdegen.bits_per_dim(
             sde,
-            model.score_fn(sde),
+            _autograd(model.score_fn(sde)),
             x,
             levels=levels,
             data_range=rng,
@@ -246,12 +258,16 @@ def test_elbo_lies_below_the_exact_log_likelihood(name):
     x = gm.sample(32, torch.Generator().manual_seed(0), dtype=F64)
     exact = gm.marginal_log_prob(sde, x, sde.t_min)
     res = sdegen.elbo(
-        sde, gm.score_fn(sde), x, num_samples=1000, generator=torch.Generator().manual_seed(1)
+        sde,
+        _autograd(gm.score_fn(sde)),
+        x,
+        num_samples=1000,
+        generator=torch.Generator().manual_seed(1),
     )
     gap = exact - res.elbo
     se_mean = float(res.std_error.pow(2).mean().sqrt()) / math.sqrt(len(x))
     assert float(gap.mean()) > -4 * se_mean, (float(gap.mean()), se_mean)
-    score = gm.score_fn(sde)
+    score = _autograd(gm.score_fn(sde))
     worse = sdegen.elbo(
         sde,
         lambda x, t: 0.5 * score(x, t),
@@ -296,7 +312,7 @@ def test_quadrature_integrator_matches_closed_form(name):
     sde, gm, x, exact = _setup(name, 2, n=64)
     res = sdegen.log_likelihood(
         sde,
-        gm.score_fn(sde),
+        _autograd(gm.score_fn(sde)),
         x,
         integrator="quadrature",
         prior_log_prob=gm.marginal(sde, sde.T).log_prob,
@@ -319,12 +335,12 @@ def test_hutchinson_quadrature_matches_the_augmented_solve_with_the_same_probes(
         "prior_log_prob": gm.marginal(sde, sde.T).log_prob,
     }
     quad = sdegen.log_likelihood(
-        sde, gm.score_fn(sde), x, generator=torch.Generator().manual_seed(3), **kw
+        sde, _autograd(gm.score_fn(sde)), x, generator=torch.Generator().manual_seed(3), **kw
     )
     assert quad.error_estimate is not None  # "auto" took the quadrature integrator
     tight = sdegen.log_likelihood(
         sde,
-        gm.score_fn(sde),
+        _autograd(gm.score_fn(sde)),
         x,
         rtol=1e-9,
         atol=1e-9,
@@ -338,6 +354,6 @@ def test_hutchinson_quadrature_matches_the_augmented_solve_with_the_same_probes(
     assert bool((gap <= quad.error_estimate + 1e-3 * 16).all())
     # A different seed draws other probes: the estimates differ by the estimator's noise.
     other = sdegen.log_likelihood(
-        sde, gm.score_fn(sde), x, generator=torch.Generator().manual_seed(4), **kw
+        sde, _autograd(gm.score_fn(sde)), x, generator=torch.Generator().manual_seed(4), **kw
     )
     assert float((other.log_prob - quad.log_prob).abs().mean()) > 10 * float(gap.mean())
