@@ -381,36 +381,17 @@ class DequantizedCategorical(torch.nn.Module):
     def event_shape(self) -> tuple[int, ...]:
         return tuple(self.probs.shape[:-1])
 
-    def _edges(self, like: Tensor) -> tuple[Tensor, float]:
+    def _bins(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """The ``K + 1`` bin edges and the ``(*event, K)`` densities ``π_ik / w`` on the bins."""
         lo, hi = _RANGES[self.data_range]
         k = self.levels
-        return torch.linspace(lo, hi, k + 1, dtype=like.dtype, device=like.device), (hi - lo) / k
+        edges = torch.linspace(lo, hi, k + 1, dtype=like.dtype, device=like.device)
+        return edges, self.probs.to(device=like.device) * (k / (hi - lo))
 
-    def _log_density_terms(self, u: Tensor, s: Tensor) -> Tensor:
-        """``log p(u)`` per coordinate for the dequantized law smoothed by ``N(0, s^2)``:
-        ``u`` ``(batch, *event)`` float64, ``s`` broadcastable; returns ``u``'s shape."""
-        edges, width = self._edges(u)
-        lower = (u.unsqueeze(-1) - edges[1:]) / s.unsqueeze(-1)
-        upper = (u.unsqueeze(-1) - edges[:-1]) / s.unsqueeze(-1)
-        log_c = torch.log(self.probs.to(device=u.device)) - math.log(width)
-        return torch.logsumexp(log_c + _log_ndtr_diff(upper, lower), dim=-1)
-
-    def _score_terms(self, u: Tensor, s: Tensor, log_p: Tensor) -> Tensor:
-        """``d/du log p(u)`` per coordinate, from the jumps of the density at the bin edges."""
-        edges, width = self._edges(u)
-        c = self.probs.to(device=u.device) / width
-        zero = torch.zeros_like(c[..., :1])
-        jumps = torch.cat([c, zero], -1) - torch.cat([zero, c], -1)  # (*event, K + 1)
-        gamma = (u.unsqueeze(-1) - edges) / s.unsqueeze(-1)
-        log_phi = -0.5 * gamma**2 - 0.5 * _LOG_2PI - log_p.unsqueeze(-1)
-        neg_inf = torch.tensor(float("-inf"), dtype=u.dtype, device=u.device)
-        pos = torch.logsumexp(
-            torch.where(jumps > 0, torch.log(jumps.clamp_min(1e-300)) + log_phi, neg_inf), -1
-        )
-        neg = torch.logsumexp(
-            torch.where(jumps < 0, torch.log((-jumps).clamp_min(1e-300)) + log_phi, neg_inf), -1
-        )
-        return (torch.exp(pos) - torch.exp(neg)) / s
+    def _log_space_terms(self, u: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        """:func:`_log_space_terms` for every coordinate (the fast path's reference)."""
+        edges, c = self._bins(u)
+        return _log_space_terms(u, s, c, edges)
 
     def _check_x(self, x: Tensor) -> Tensor:
         x = check_tensor("x", x, min_dim=2)
@@ -426,11 +407,11 @@ class DequantizedCategorical(torch.nn.Module):
         ``-inf`` outside ``data_range``."""
         z = self._check_x(z)
         lo, hi = _RANGES[self.data_range]
-        edges, width = self._edges(z)
+        edges, c = self._bins(z)
         index = torch.bucketize(z.double().contiguous(), edges.double()[1:-1])
         inside = (z >= lo) & (z <= hi)
-        logp = torch.log(torch.gather(self.probs.expand(*z.shape, -1), -1, index.unsqueeze(-1)))
-        logp = logp.squeeze(-1) - math.log(width)
+        logp = torch.log(torch.gather(c.expand(*z.shape, -1), -1, index.unsqueeze(-1)))
+        logp = logp.squeeze(-1)
         logp = torch.where(inside, logp, torch.full_like(logp, float("-inf")))
         return logp.flatten(1).sum(1).to(z.dtype)
 
@@ -450,10 +431,8 @@ class DequantizedCategorical(torch.nn.Module):
         ``e_j`` (``γ_j = (u - e_j) / s``, ``d_j`` the density's jump at ``e_j``); the signed sums
         lose digits only where ``p`` is tiny against the bin densities, and those few
         coordinates are recomputed in log space."""
-        edges, width = self._edges(u)
-        c = self.probs.to(device=u.device) / width
-        zero = torch.zeros_like(c[..., :1])
-        jumps = torch.cat([c, zero], -1) - torch.cat([zero, c], -1)  # (*event, K + 1)
+        edges, c = self._bins(u)
+        jumps = _jumps(c)
         gamma = (u.unsqueeze(-1) - edges) / s.unsqueeze(-1)
         p = (jumps * torch.special.ndtr(gamma)).sum(-1)
         dp = (jumps * torch.exp(-0.5 * gamma**2)).sum(-1) / (math.sqrt(2 * math.pi) * s)
@@ -462,12 +441,8 @@ class DequantizedCategorical(torch.nn.Module):
         score = dp / p.clamp_min(1e-300)
         if not bool(reliable.all()):
             bad = ~reliable
-            event_index = bad.nonzero()[:, 1:]  # which coordinate each unreliable entry is
-            sub = _SubsetCategorical(self.probs[tuple(event_index.T)], self.data_range, self)
-            lp = sub._log_density_terms(u[bad].unsqueeze(-1), s[bad].unsqueeze(-1))
-            log_p = log_p.masked_scatter(bad, lp.squeeze(-1))
-            sc = sub._score_terms(u[bad].unsqueeze(-1), s[bad].unsqueeze(-1), lp)
-            score = score.masked_scatter(bad, sc.squeeze(-1))
+            rows = c.expand(*u.shape, c.shape[-1])[bad]  # (n, K): each entry's own bins
+            log_p[bad], score[bad] = _log_space_terms(u[bad], s[bad], rows, edges)
         return log_p, score
 
     def marginal_log_prob(self, sde: AbstractLinearSDE, x: Tensor, t: float | Tensor) -> Tensor:
@@ -515,15 +490,27 @@ class DequantizedCategorical(torch.nn.Module):
         return cls(probs, config.get("data_range", "[-1,1]"))
 
 
-class _SubsetCategorical:
-    """The log-space formulas of :class:`DequantizedCategorical` for a list of single
-    coordinates (``probs`` ``(n, K)``), used for the entries its fast path cannot resolve."""
+def _jumps(c: Tensor) -> Tensor:
+    """The density's jumps ``c_j - c_{j-1}`` at the ``K + 1`` bin edges (zero outside)."""
+    zero = torch.zeros_like(c[..., :1])
+    return torch.cat([c, zero], -1) - torch.cat([zero, c], -1)
 
-    def __init__(self, probs: Tensor, data_range: str, parent: DequantizedCategorical) -> None:
-        self.probs = probs.unsqueeze(1)  # (n, 1, K): one "event" coordinate per entry
-        self.data_range = data_range
-        self.levels = parent.levels
 
-    _edges = DequantizedCategorical._edges
-    _log_density_terms = DequantizedCategorical._log_density_terms
-    _score_terms = DequantizedCategorical._score_terms
+def _log_space_terms(u: Tensor, s: Tensor, c: Tensor, edges: Tensor) -> tuple[Tensor, Tensor]:
+    """``log p(u)`` and ``d/du log p(u)`` per coordinate for bin densities ``c`` (``(..., K)``,
+    broadcastable against ``u``) smoothed by ``N(0, s^2)``, entirely in log space: slower than
+    the signed sums, but keeps every digit far in the tails."""
+    lower = (u.unsqueeze(-1) - edges[1:]) / s.unsqueeze(-1)
+    upper = (u.unsqueeze(-1) - edges[:-1]) / s.unsqueeze(-1)
+    log_p = torch.logsumexp(torch.log(c) + _log_ndtr_diff(upper, lower), dim=-1)
+    jumps = _jumps(c)
+    gamma = (u.unsqueeze(-1) - edges) / s.unsqueeze(-1)
+    log_phi = -0.5 * gamma**2 - 0.5 * _LOG_2PI - log_p.unsqueeze(-1)
+    neg_inf = torch.tensor(float("-inf"), dtype=u.dtype, device=u.device)
+    pos = torch.logsumexp(
+        torch.where(jumps > 0, torch.log(jumps.clamp_min(1e-300)) + log_phi, neg_inf), -1
+    )
+    neg = torch.logsumexp(
+        torch.where(jumps < 0, torch.log((-jumps).clamp_min(1e-300)) + log_phi, neg_inf), -1
+    )
+    return log_p, (torch.exp(pos) - torch.exp(neg)) / s
