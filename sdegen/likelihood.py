@@ -76,10 +76,10 @@ def _rms_norm(z: Tensor) -> Tensor:
     return z.pow(2).mean().sqrt()
 
 
-def _closed_form_divergence(sde, score: CountedScore):
-    """``score_and_divergence(x, t)`` when the score offers one (a closed-form ground truth
-    such as ``GaussianMixture.score_fn``) and the drift is affine, else ``None``."""
-    fn = getattr(score.score, "score_and_divergence", None)
+def _closed_form_divergence(sde, score: ScoreFn):
+    """``score_and_divergence(x, t)`` when the (unwrapped) score offers one (a closed-form
+    ground truth such as ``GaussianMixture.score_fn``) and the drift is affine, else ``None``."""
+    fn = getattr(score, "score_and_divergence", None)
     if callable(fn) and getattr(sde, "has_marginal", False) and hasattr(sde, "drift_coeff"):
         return fn
     return None
@@ -93,7 +93,7 @@ def _flow_and_divergence(
     faster than ``vmap`` or batched gradients), or ``(batch, K)`` Hutchinson estimates, one per
     probe."""
     batch = x.shape[0]
-    closed_form = _closed_form_divergence(sde, score)
+    closed_form = _closed_form_divergence(sde, score.score)
     if probes is None and closed_form is not None:
         # ∇·f̃ = d a(t) - ½ g^2 ∇·s for the affine drift a(t) x + b(t): no autograd at all.
         s, div_s = closed_form(x, t)
@@ -339,7 +339,7 @@ def log_likelihood(
     d = x[0].numel()
     raw = score.score if isinstance(score, CountedScore) else score
     # A closed-form divergence (e.g. GaussianMixture.score_fn) is exact and costs one pass.
-    analytic = _closed_form_divergence(sde, CountedScore(raw)) is not None
+    analytic = _closed_form_divergence(sde, raw) is not None
     exact_by_default = analytic or d <= EXACT_MAX_DIM
     chosen = divergence if divergence != "auto" else ("exact" if exact_by_default else "hutchinson")
     probes = None

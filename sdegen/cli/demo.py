@@ -92,15 +92,11 @@ def run_demo(cfg: RunConfig) -> dict:
     model = trainer.ema_model
     model.eval()
 
-    train_set = datasets.load_digits(
-        "train", test_fraction=cfg.data.test_fraction, seed=cfg.data.split_seed
-    )
-    test_set = datasets.load_digits(
-        "test", test_fraction=cfg.data.test_fraction, seed=cfg.data.split_seed
-    )
     baselines = {
-        "uniform": datasets.uniform_bits_per_dim(train_set.levels),
-        "categorical": datasets.categorical_bits_per_dim(train_set, test_set, train_set.levels),
+        "uniform": datasets.uniform_bits_per_dim(prepared.levels),
+        "categorical": datasets.categorical_bits_per_dim(
+            prepared.train_levels, prepared.test, prepared.levels
+        ),
     }
 
     figures: dict[str, str] = {}

@@ -104,32 +104,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _scatter(samples: dict[str, torch.Tensor], gm: GaussianMixture, path: Path) -> Path | None:
-    try:
-        import matplotlib
+    from ..plotting import scatter_2d
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    data = gm.sample(len(next(iter(samples.values()))), torch.Generator().manual_seed(0))
+    try:
+        return scatter_2d({"data (exact)": data, **samples}, path, limit=3.2)
     except ImportError:
         print("matplotlib not installed (pip install 'sdegen[plot]'): no figure written")
         return None
-    panels = {
-        "data (exact)": gm.sample(
-            len(next(iter(samples.values()))), torch.Generator().manual_seed(0)
-        )
-    }
-    panels.update(samples)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharey=True)
-    for ax, (name, x) in zip(axes, panels.items(), strict=True):
-        ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4)
-        ax.set_title(name)
-        ax.set_xlim(-3.2, 3.2)
-        ax.set_ylim(-3.2, 3.2)
-        ax.set_aspect("equal")
-    fig.suptitle("Samples from the exact score: reverse SDE (torchsde) and probability flow")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def add_parser(sub) -> None:
