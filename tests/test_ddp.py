@@ -72,6 +72,9 @@ def _worker(rank: int, init_file: str, out_dir: str, result_file: str) -> None:
         dist.all_gather_object(everyone, mine)
         if rank == 0:
             torch.save({"everyone": everyone, "losses": result.losses}, result_file)
+        # Both ranks leave their last collective before either tears the group down: gloo
+        # aborts a rank ("terminate called without an active exception") otherwise.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
