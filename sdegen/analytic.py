@@ -159,9 +159,17 @@ class GaussianMixture:
         if c is not None:
             diff = diff - c[:, None, None]
         z = diff if U is None else torch.einsum("bkd,kde->bke", diff, U)
-        v = (m * m)[:, None, None] * lam[None] + s2[:, None, None]
+        v = self._variances(m, s2, lam)
         log_joint = log_w - 0.5 * ((z * z / v).sum(-1) + torch.log(v).sum(-1) + self.dim * _LOG_2PI)
         return log_joint, z / v, U
+
+    @staticmethod
+    def _variances(m: Tensor, s2: Tensor, lam: Tensor) -> Tensor:
+        """``m² λ_k + s²``: ``(1, K, d)`` when the whole batch shares one time (the usual case:
+        its logarithm is then taken once, not once per sample), else ``(B, K, d)``."""
+        if m.numel() > 1 and bool((m == m[0]).all()) and bool((s2 == s2[0]).all()):
+            m, s2 = m[:1], s2[:1]
+        return (m * m)[:, None, None] * lam[None] + s2[:, None, None]
 
     def _log_prob(self, x: Tensor, m: Tensor, c: Tensor | None, s2: Tensor) -> Tensor:
         log_joint, _, _ = self._component_terms(x, m, c, s2)
@@ -183,7 +191,7 @@ class GaussianMixture:
         grad = zv if U is None else torch.einsum("bke,kde->bkd", zv, U)
         score = -(resp[:, :, None] * grad).sum(1)
         _, lam, _, _ = self._params(x)
-        inv_trace = (1.0 / ((m * m)[:, None, None] * lam[None] + s2[:, None, None])).sum(-1)
+        inv_trace = (1.0 / self._variances(m, s2, lam)).sum(-1)
         div = (resp * ((zv * zv).sum(-1) - inv_trace)).sum(1) - (score * score).sum(1)
         return score.reshape(x.shape), div
 
