@@ -292,6 +292,8 @@ def solve_on_grid(method: str, gm, xt, sigma):
     plans and loops as ``sdegen.sample``; differentiable in ``sigma``."""
     denoise = edm_denoiser(gm, sigma)
     order = dict(methods()[method].defaults)["order"]
+    if method == "unipc":
+        order = fewstep.unipc_order(sigma.numel() - 1, order)
     if method == "ipndm":
         return fewstep.ipndm_loop(xt, denoise, sigma, fewstep.ipndm_plan(sigma, order))
     return fewstep.unipc_loop(xt, denoise, fewstep.unipc_plan(-torch.log(sigma), order))

@@ -124,13 +124,31 @@ def test_deterministic_samplers_converge_at_their_stated_order(name):
         # slopes 2.9, 3.4, 3.7, 3.9 from 24 to 384 steps.
         steps = [64, 128, 256, 512]
 
+    # unipc's default order="auto" changes the predictor's order at 40 steps: pin the one
+    # whose order methods() states (order-3 predictor + corrector: 4).
+    options = {"order": 3} if name == "unipc" else {}
+
     def solve(n):
         return sdegen.sample(
-            sde, score, x_T.shape, method=name, steps=n, x_T=x_T, time_grid=grid
+            sde, score, x_T.shape, method=name, steps=n, x_T=x_T, time_grid=grid, **options
         ).samples
 
     report = convergence_order(solve, steps, ref)
     assert abs(report.order - METHODS[name].order) <= 0.3, f"{name}: {report}"
+
+
+def test_unipc_auto_order_is_3_below_40_steps_and_4_from_there():
+    sde, score, x_T, _ = _order_problem()
+
+    def run(steps, **order):
+        return sdegen.sample(sde, score, x_T.shape, method="unipc", steps=steps, x_T=x_T, **order)
+
+    for steps, order in ((39, 3), (40, 4)):
+        auto = run(steps).samples
+        assert torch.equal(auto, run(steps, order=order).samples)
+        assert not torch.equal(auto, run(steps, order=7 - order).samples)
+    with pytest.raises(ValueError, match="'auto' or an int"):
+        run(20, order="best")
 
 
 def test_euler_maruyama_strong_order_on_one_brownian_path():

@@ -24,6 +24,8 @@ N = 10, keeping the lower training loss). Held-out noise (seeds 2000-2002), path
 """
 
 DEFAULT_SCHEDULE = "unipc"
+# The σ range the schedules were fitted on (VE, EDM's range); see grids.optimised_sigmas.
+FIT_SIGMA_RANGE = (0.002, 80.0)
 
 OPTIMISED_SCHEDULES: dict[str, dict[int, list[float]]] = {
     "unipc": {

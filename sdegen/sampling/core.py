@@ -127,7 +127,7 @@ _METHODS = {
         _fewstep("dpmpp_3m", "ode", "multistep_exponential", 3.0, 1, "logsnr", 3),
         _fewstep("edm_heun", "ode", "edm_heun", 2.0, 2, "rho"),
         _fewstep("ipndm", "ode", "ipndm", 4.0, 1, "optimised", 4),
-        _fewstep("unipc", "ode", "unipc", 4.0, 1, "optimised", 3),
+        _fewstep("unipc", "ode", "unipc", 4.0, 1, "optimised", "auto"),
         _fewstep("ancestral", "sde", "ancestral", 0.5, 1, "logsnr", 1),
         _fewstep("sde_dpmpp_2m", "sde", "sde_dpmpp", 1.0, 1, "logsnr", 2),
         _fewstep("edm_churn", "sde", "edm_churn", 1.0, 2, "rho", None, _CHURN),
@@ -223,8 +223,10 @@ def _options(spec: SamplingMethod, given: dict) -> dict:
             opts["corrector"] == "none" or not opts["corrector_steps"]
         ):
             raise ValueError("a predictor-corrector sampler needs a predictor or a corrector")
-    if "order" in opts:
+    if "order" in opts and not (spec.solver == "unipc" and opts["order"] == "auto"):
         top = 4 if spec.solver in ("ipndm", "unipc", "multistep_exponential") else 2
+        if spec.solver == "unipc" and not isinstance(opts["order"], int):
+            raise ValueError(f"order must be 'auto' or an int from 1 to 4; got {opts['order']!r}")
         opts["order"] = _check_count("order", opts["order"])
         if opts["order"] > top:
             raise ValueError(f"order must be at most {top} for {spec.name!r}; got {opts['order']}")
