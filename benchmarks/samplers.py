@@ -44,7 +44,7 @@ from sdegen.sampling.grids import MarginalCoefficients, sigma_grid
 
 F64 = torch.float64
 DETERMINISTIC = ["dpmpp_3m", "edm_heun", "ipndm", "unipc"]
-STOCHASTIC = ["ancestral", "sde_dpmpp_2m", "edm_churn", "pc_reverse_diffusion"]
+STOCHASTIC = ["ancestral", "sde_dpmpp_2m", "sde_dpmpp_3m", "edm_churn", "pc_reverse_diffusion"]
 EXTRA_DETERMINISTIC = ["ode_rk4", "ddim", "dpmpp_2m"]
 EXTRA_STOCHASTIC = ["euler"]
 NFES = [10, 20, 50]

@@ -221,7 +221,7 @@ def test_registry_lists_properties_of_every_method():
         assert m.default_grid in {"uniform", "logsnr", "rho", "optimised"}
     needed = {"pc_euler_maruyama", "pc_reverse_diffusion", "pc_ancestral", "annealed_langevin",
               "ddim", "dpmpp_2m", "dpmpp_3m", "edm_heun", "ipndm", "unipc", "ancestral",
-              "sde_dpmpp_2m"}  # fmt: skip
+              "sde_dpmpp_2m", "sde_dpmpp_3m"}  # fmt: skip
     assert needed <= set(METHODS)
 
 
@@ -243,8 +243,29 @@ def test_unknown_options_are_refused_naming_who_takes_them():
         sdegen.sample(sde, gm.score_fn(sde), (8, 2), method="unipc", corrector="langevin")
     with pytest.raises(ValueError, match="corrector must be one of"):
         sdegen.sample(sde, gm.score_fn(sde), (8, 2), method="pc_ancestral", corrector="bogus")
+    with pytest.raises(ValueError, match="order must be at most 3"):
+        sdegen.sample(sde, gm.score_fn(sde), (8, 2), method="sde_dpmpp_2m", order=4)
     with pytest.raises(ValueError, match="order must be at most 2"):
-        sdegen.sample(sde, gm.score_fn(sde), (8, 2), method="sde_dpmpp_2m", order=3)
+        sdegen.sample(sde, gm.score_fn(sde), (8, 2), method="ancestral", order=3)
+    with pytest.raises(ValueError, match="eta must be"):
+        sdegen.sample(sde, gm.score_fn(sde), (8, 2), method="sde_dpmpp_3m", eta=-0.5)
+    with pytest.raises(ValueError, match="takes no 'eta'"):
+        sdegen.sample(sde, gm.score_fn(sde), (8, 2), method="unipc", eta=0.5)
+
+
+def test_sde_dpmpp_eta_zero_is_the_deterministic_multistep_solver():
+    """η = 0 removes the noise and κ = 1 + η gives DPM-Solver++'s weights: the same samples
+    as dpmpp_2m / dpmpp_3m from the same x_T, whatever the generator."""
+    sde, gm = sdegen.VPSDE(), make_mixture(2)
+    x_T = sde.prior_sample((64, 2), torch.Generator().manual_seed(0), dtype=F64)
+    for order in (2, 3):
+        det = sdegen.sample(sde, gm.score_fn(sde), x_T.shape, method=f"dpmpp_{order}m", steps=12,
+                            x_T=x_T)  # fmt: skip
+        sto = sdegen.sample(
+            sde, gm.score_fn(sde), x_T.shape, method=f"sde_dpmpp_{order}m", steps=12, x_T=x_T,
+            eta=0.0, generator=torch.Generator().manual_seed(5),
+        )  # fmt: skip
+        torch.testing.assert_close(sto.samples, det.samples, rtol=1e-12, atol=1e-12)
 
 
 # --- Predictor–corrector details ----------------------------------------------------------
@@ -358,7 +379,9 @@ def test_callback_must_return_the_right_shape():
         )  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["pc_ancestral", "sde_dpmpp_2m", "annealed_langevin", "edm_churn"])
+@pytest.mark.parametrize(
+    "name", ["pc_ancestral", "sde_dpmpp_2m", "sde_dpmpp_3m", "annealed_langevin", "edm_churn"]
+)
 def test_stochastic_samplers_are_reproducible_from_a_generator(name):
     sde, gm = sdegen.VESDE(), make_mixture(2)
 

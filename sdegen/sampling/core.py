@@ -90,7 +90,7 @@ def _pc(name, predictor, corrector, order, evals, needs_marginal, snr=0.16, corr
 
 
 def _fewstep(name, kind, solver, order, evals, grid, solver_order=None, defaults=()):
-    defaults = defaults if solver_order is None else (("order", solver_order),)
+    defaults = defaults if solver_order is None else (("order", solver_order), *defaults)
     return SamplingMethod(
         name, kind, solver, False, order, evals, None, True, "exponential", True, grid, defaults
     )
@@ -129,13 +129,19 @@ _METHODS = {
         _fewstep("ipndm", "ode", "ipndm", 4.0, 1, "optimised", 4),
         _fewstep("unipc", "ode", "unipc", 4.0, 1, "optimised", "auto"),
         _fewstep("ancestral", "sde", "ancestral", 0.5, 1, "logsnr", 1),
-        _fewstep("sde_dpmpp_2m", "sde", "sde_dpmpp", 1.0, 1, "logsnr", 2),
+        _fewstep("sde_dpmpp_2m", "sde", "sde_dpmpp", 1.0, 1, "logsnr", 2, (("eta", 1.0),)),
+        _fewstep("sde_dpmpp_3m", "sde", "sde_dpmpp", 1.0, 1, "logsnr", 3, (("eta", 1.0),)),
         _fewstep("edm_churn", "sde", "edm_churn", 1.0, 2, "rho", None, _CHURN),
     ]
 }
 
 _DEFAULT_STEPS = {"torchsde": 1000, "torchdiffeq": 200, "pc": 1000, "exponential": 20}
-_DEFAULT_STEPS_BY_NAME = {"annealed_langevin": 100, "ancestral": 100, "sde_dpmpp_2m": 50}
+_DEFAULT_STEPS_BY_NAME = {
+    "annealed_langevin": 100,
+    "ancestral": 100,
+    "sde_dpmpp_2m": 50,
+    "sde_dpmpp_3m": 50,
+}
 _DEFAULT_TOL = {"sde": 1e-3, "ode": 1e-5}
 _UNSET = object()
 
@@ -223,8 +229,12 @@ def _options(spec: SamplingMethod, given: dict) -> dict:
             opts["corrector"] == "none" or not opts["corrector_steps"]
         ):
             raise ValueError("a predictor-corrector sampler needs a predictor or a corrector")
+    if "eta" in opts:
+        opts["eta"] = check_scalar("eta", opts["eta"], nonnegative=True)
     if "order" in opts and not (spec.solver == "unipc" and opts["order"] == "auto"):
-        top = 4 if spec.solver in ("ipndm", "unipc", "multistep_exponential") else 2
+        top = {"ipndm": 4, "unipc": 4, "multistep_exponential": 4, "sde_dpmpp": 3}.get(
+            spec.solver, 2
+        )
         if spec.solver == "unipc" and not isinstance(opts["order"], int):
             raise ValueError(f"order must be 'auto' or an int from 1 to 4; got {opts['order']!r}")
         opts["order"] = _check_count("order", opts["order"])
@@ -259,6 +269,7 @@ def sample(
     corrector_steps: int = _UNSET,
     snr: float = _UNSET,
     order: int = _UNSET,
+    eta: float = _UNSET,
     rho: float = 7.0,
     rtol: float | None = None,
     atol: float | None = None,
@@ -278,10 +289,10 @@ def sample(
             torchdiffeq's ``ode_*``; predictor–corrector ``pc_euler_maruyama``,
             ``pc_reverse_diffusion``, ``pc_ancestral``; ``annealed_langevin``; few-step
             ``ddim``, ``dpmpp_2m``, ``dpmpp_3m``, ``edm_heun``, ``ipndm``, ``unipc``,
-            ``ancestral``, ``sde_dpmpp_2m``, ``edm_churn`` (linear SDEs only).
+            ``ancestral``, ``sde_dpmpp_2m``, ``sde_dpmpp_3m``, ``edm_churn`` (linear SDEs only).
         steps: number of steps (grid intervals). Defaults: 1000 for torchsde and
             predictor–corrector methods, 200 for torchdiffeq, 20 for few-step ODE samplers,
-            100 for ``annealed_langevin`` and ``ancestral``, 50 for ``sde_dpmpp_2m``. For
+            100 for ``annealed_langevin`` and ``ancestral``, 50 for ``sde_dpmpp_*m``. For
             adaptive SDE methods it sets the first step to ``(T - t_min) / steps``.
         nfe: instead of ``steps``: spend at most this many score evaluations (the largest
             whole number of steps that fits; not for adaptive methods).
@@ -304,7 +315,10 @@ def sample(
             ``ald``, ``none``/``None``; ``corrector_steps`` Langevin steps per step; ``snr`` the
             signal-to-noise ratio setting the Langevin step size.
         order: order of the multistep methods (``ddim``, ``dpmpp_*``, ``ipndm``, ``unipc``:
-            at most 4; ``ancestral``, ``sde_dpmpp_2m``: at most 2).
+            at most 4; ``sde_dpmpp_*m``: at most 3; ``ancestral``: at most 2); ``unipc``'s default
+            ``"auto"`` is 3 below 40 steps and 4 from there.
+        eta: ``sde_dpmpp_*m``'s noise level ``η >= 0``: 1 (default) is the reverse SDE,
+            0 the probability flow, values between mix them (see docs/sampling.md).
         rho: exponent of the ``"rho"`` grid.
         rtol, atol: tolerances of adaptive methods (default 1e-5 for ODEs; 1e-3 for SDEs, whose
             strong-error control on every path gets very expensive at tighter tolerances).
@@ -336,6 +350,7 @@ def sample(
             "corrector_steps": corrector_steps,
             "snr": snr,
             "order": order,
+            "eta": eta,
         },
     )
     if spec.needs_marginal:
@@ -418,10 +433,8 @@ def _run_fewstep(spec, ctx, x_T, hooks, opts) -> Tensor:
         return fewstep.unipc(ctx, x_T, hooks, order=opts["order"])
     if spec.solver == "edm_churn":
         return fewstep.edm_churn(ctx, x_T, hooks, **opts)
-    stochastic = spec.kind == "sde"
-    return fewstep.multistep_exponential(
-        ctx, x_T, hooks, order=opts["order"], stochastic=stochastic
-    )
+    eta = opts.get("eta", 1.0) if spec.kind == "sde" else 0.0
+    return fewstep.multistep_exponential(ctx, x_T, hooks, order=opts["order"], eta=eta)
 
 
 def _run_torchdiffeq(spec, sde, score, x_T, grid, hooks, generator, rtol, atol, default_grid):

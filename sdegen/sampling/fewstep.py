@@ -303,17 +303,22 @@ def unipc_loop(
 
 
 def multistep_exponential(
-    E: EDMContext, x: Tensor, hooks: StepHooks, *, order: int, stochastic: bool = False
+    E: EDMContext, x: Tensor, hooks: StepHooks, *, order: int, eta: float = 0.0
 ) -> Tensor:
-    """DPM-Solver++ kM (``stochastic=False``; order 1 is DDIM) or its SDE form with ``η = 1``
-    (order 1 is ancestral sampling, order 2 SDE-DPM-Solver++ 2M), with exact variable-step
-    weights; one denoiser evaluation per step."""
-    kappa = 2.0 if stochastic else 1.0
+    """DPM-Solver++ kM (``eta=0``; order 1 is DDIM) or its SDE form (order 1 with ``η = 1`` is
+    ancestral sampling, order 2 SDE-DPM-Solver++ 2M), with exact variable-step weights; one
+    denoiser evaluation per step.
+
+    With ``h = λ_{i+1} - λ_i`` the step is ``x̃' = e^{-(1+η)h} x̃ + ∫ (1+η) e^{-(1+η)(h-u)} D du
+    + σ' √(1 - e^{-2ηh}) z``: ``η`` interpolates between the probability flow (0) and the
+    reverse SDE (1), each exact for a constant denoiser."""
+    kappa = 1.0 + eta
     lam = -torch.log(E.sigma_t)
     a, W = exponential_plan(lam, order, kappa)
     a, W = a.tolist(), W.tolist()
-    # σ' √(1 - e^{-2h}): the SDE's fresh noise over each step
-    noise_scale = (E.sigma_t[1:] * torch.sqrt(-torch.expm1(-2 * lam.diff()))).tolist()
+    # σ' √(1 - e^{-2ηh}): the fresh noise over each step
+    noise_scale = (E.sigma_t[1:] * torch.sqrt(-torch.expm1(-2 * eta * lam.diff()))).tolist()
+    stochastic = eta > 0
     xt, history = E.to_edm(x, 0).clone(), []  # updated in place from here on
     for i in range(E.steps):
         history = [E.denoise(xt, i), *history][:order]
