@@ -253,6 +253,33 @@ def test_unknown_options_are_refused_naming_who_takes_them():
         sdegen.sample(sde, gm.score_fn(sde), (8, 2), method="unipc", eta=0.5)
 
 
+def test_edm_churn_options_reach_the_sampler_and_are_checked():
+    sde, gm = sdegen.VESDE(), make_mixture(2)
+    x_T = sde.prior_sample((64, 2), torch.Generator().manual_seed(0), dtype=F64)
+
+    def run(**opts):
+        g = torch.Generator().manual_seed(1)
+        return sdegen.sample(
+            sde, gm.score_fn(sde), x_T.shape, method="edm_churn", steps=8, x_T=x_T, generator=g,
+            **opts,
+        ).samples  # fmt: skip
+
+    heun = sdegen.sample(sde, gm.score_fn(sde), x_T.shape, method="edm_heun", steps=8, x_T=x_T)
+    # No churn is EDM's deterministic Heun sampler; so is churn outside [s_tmin, s_tmax].
+    torch.testing.assert_close(run(churn=0.0), heun.samples, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        run(churn=5.0, s_tmin=1e3, s_tmax=2e3), heun.samples, rtol=1e-12, atol=1e-12
+    )
+    assert not torch.allclose(run(), heun.samples)
+    assert not torch.equal(run(s_noise=1.003), run())
+    with pytest.raises(ValueError, match="churn must be"):
+        run(churn=-1.0)
+    with pytest.raises(ValueError, match="s_tmax must be at least s_tmin"):
+        run(s_tmin=2.0, s_tmax=1.0)
+    with pytest.raises(ValueError, match="takes no 'churn'"):
+        sdegen.sample(sde, gm.score_fn(sde), (8, 2), method="unipc", churn=1.0)
+
+
 def test_sde_dpmpp_eta_zero_is_the_deterministic_multistep_solver():
     """η = 0 removes the noise and κ = 1 + η gives DPM-Solver++'s weights: the same samples
     as dpmpp_2m / dpmpp_3m from the same x_T, whatever the generator."""

@@ -229,6 +229,15 @@ def _options(spec: SamplingMethod, given: dict) -> dict:
             opts["corrector"] == "none" or not opts["corrector_steps"]
         ):
             raise ValueError("a predictor-corrector sampler needs a predictor or a corrector")
+    if spec.solver == "edm_churn":
+        for key in ("churn", "s_tmin", "s_noise"):
+            opts[key] = check_scalar(key, opts[key], nonnegative=True)
+        opts["s_tmax"] = check_scalar("s_tmax", opts["s_tmax"], positive=True)
+        if opts["s_tmax"] < opts["s_tmin"]:
+            raise ValueError(
+                f"s_tmax must be at least s_tmin; got s_tmin={opts['s_tmin']}, "
+                f"s_tmax={opts['s_tmax']}"
+            )
     if "eta" in opts:
         opts["eta"] = check_scalar("eta", opts["eta"], nonnegative=True)
     if "order" in opts and not (spec.solver == "unipc" and opts["order"] == "auto"):
@@ -270,6 +279,10 @@ def sample(
     snr: float = _UNSET,
     order: int = _UNSET,
     eta: float = _UNSET,
+    churn: float = _UNSET,
+    s_tmin: float = _UNSET,
+    s_tmax: float = _UNSET,
+    s_noise: float = _UNSET,
     rho: float = 7.0,
     rtol: float | None = None,
     atol: float | None = None,
@@ -319,6 +332,10 @@ def sample(
             ``"auto"`` is 3 below 40 steps and 4 from there.
         eta: ``sde_dpmpp_*m``'s noise level ``η >= 0``: 1 (default) is the reverse SDE,
             0 the probability flow, values between mix them (see docs/sampling.md).
+        churn, s_tmin, s_tmax, s_noise: ``edm_churn``'s options (Karras et al. 2022, Algorithm
+            2): noise is raised by ``γ = min(churn / steps, √2 - 1)`` at the steps with
+            ``σ ∈ [s_tmin, s_tmax]``, with the fresh noise scaled by ``s_noise``; defaults 10,
+            0.05, 50, 1.
         rho: exponent of the ``"rho"`` grid.
         rtol, atol: tolerances of adaptive methods (default 1e-5 for ODEs; 1e-3 for SDEs, whose
             strong-error control on every path gets very expensive at tighter tolerances).
@@ -351,6 +368,10 @@ def sample(
             "snr": snr,
             "order": order,
             "eta": eta,
+            "churn": churn,
+            "s_tmin": s_tmin,
+            "s_tmax": s_tmax,
+            "s_noise": s_noise,
         },
     )
     if spec.needs_marginal:
