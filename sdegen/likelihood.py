@@ -27,14 +27,22 @@ EXACT_MAX_DIM = 128
 # requested tolerance already keeps the solver error below the reference recipe's (measured,
 # d = 784 MLP: 4.8e-6 nats/dim at 1e-5 and at 1e-6, for 103 against 175 x-evaluations).
 _QUAD_X_TOL = {"exact": 1e-1, "hutchinson": 1.0}
-_QUAD_TOL = 1e3
+# The panel tolerance is QUAD_TOL_FACTOR * atol * d nats per sample: with rtol = atol = 1e-5
+# the reference recipe's own error was 5e-6 to 2e-5 nats/dim on the benchmark's problems, and
+# |K15 - G7| overestimates the K15 error by 3x to 4000x there (measured with an exact path:
+# d = 784 mixture, 1 / 2 / 4 / 8 panels: errors 3.3e-4 / 1.2e-4 / 1.0e-5 / 2.4e-8 nats/dim,
+# |K15 - G7| 1.0e-3 / 7.3e-4 / 2.0e-4 / 1.4e-5; MLP, 1 panel: 8e-11 against 3.3e-7).
+QUAD_TOL_FACTOR = 1.0
+# Bisection levels below the initial panels; the main x-solve stores the nodes of the first
+# _QUAD_STORED_LEVELS levels, deeper panels re-solve x across themselves.
+QUAD_MAX_DEPTH = 3
+_QUAD_STORED_LEVELS = 2
 # Default initial panels: with the exact trace each node costs d vector-Jacobian products, and
-# 3 panels met the tolerance without a split on the benchmark's mixtures and MLPs at d = 64
-# (errors 1.5e-5 / 3e-7 nats/dim against the reference recipe's 2.2e-5 / 6.9e-6; 4 panels
-# cost 60-90 nodes for errors 50x below the recipe's). With Hutchinson the x-solve dominates;
-# one panel was enough for an MLP score but left 7e-4 nats/dim of solver error on a d = 16
-# mixture (2 panels: 3e-5; the augmented solve: 7e-6).
-_QUAD_PANELS = {"exact": 3, "hutchinson": 2}
+# 3 panels met the tolerance without a split on the benchmark's mixtures and MLPs at d = 64.
+# With Hutchinson the x-solve (forward passes only) dominates and one panel of 15 nodes was
+# enough for an MLP score (quadrature error 8e-11 nats/dim); a mixture, whose integrand has
+# a sharp feature where the components merge, is bisected where the certificate asks.
+_QUAD_PANELS = {"exact": 3, "hutchinson": 1}
 # Below this dimension the exact trace is cheap and the separate x-solve of the quadrature
 # integrator costs more than it saves (d = 2: 0.6x the augmented solve's speed).
 QUADRATURE_MIN_DIM = 16
@@ -52,9 +60,10 @@ class LikelihoodResult:
             for the exact trace or a single probe).
         nfe: score evaluations made.
         divergence: ``"exact"`` or ``"hutchinson"`` (what ``"auto"`` chose).
-        error_estimate: with ``integrator="quadrature"``, the per-sample Gauss–Kronrod error
-            certificate ``Σ |K15 - G7|`` of the divergence integral (pessimistic; the error of
-            the x-path is not in it).
+        error_estimate: with ``integrator="quadrature"``, the per-sample certificate of the
+            divergence integral: summed over the panels kept, ``|K15 - G7|`` or, where a panel
+            was bisected, the gap between it and its halves (pessimistic; the error of the
+            x-path is not in it).
     """
 
     log_prob: Tensor
@@ -185,62 +194,113 @@ def kronrod15() -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _quadrature_solve(sde, counted, x, start, probes, x_tol, quad_tol, panels):
-    """x(t) by one forward-only solve; ∫ div f̃ dt by Gauss–Kronrod panels in v = sqrt(t)
-    (the integrand behaves like t^(-1/2) near t_min for real networks), each panel split once
-    where its |K15 - G7| estimate exceeds its share of ``quad_tol``. Returns the integral
-    ``(batch, K)``, its error certificate ``(batch,)`` and x_T."""
+    """x(t) by one forward-only solve; ∫ div f̃ dt by adaptive Gauss–Kronrod panels in
+    v = sqrt(t) (the integrand behaves like t^(-1/2) near t_min for real networks): a panel is
+    bisected while some sample's ``|K15 - G7|`` on it exceeds the panel's share (by width) of
+    ``quad_tol`` nats, down to ``QUAD_MAX_DEPTH`` levels. The solve outputs the path at the
+    initial panels' nodes and at the edges of the finest panels (dense output, no extra steps);
+    a bisected panel's nodes come from a forward-only solve across that panel alone, started
+    from its stored left edge, so memory stays that of the edges and one panel's nodes.
+    Returns the integral ``(batch, K)``, the per-sample certificate ``Σ |K15 - G7|`` over the
+    panels kept ``(batch,)``, and x_T."""
     nodes, wk, wg = kronrod15()
     v0, v1 = math.sqrt(start), math.sqrt(sde.T)
-    coarse = torch.linspace(v0, v1, panels + 1, dtype=torch.float64)
-    fine = torch.linspace(v0, v1, 2 * panels + 1, dtype=torch.float64)
+    depth, finest = QUAD_MAX_DEPTH, panels * 2**QUAD_MAX_DEPTH
+    edges_v = torch.linspace(v0, v1, finest + 1, dtype=torch.float64)
+    stored = []  # the nodes of levels 0 .. STORED_LEVELS - 1, level by level
+    for level in range(min(_QUAD_STORED_LEVELS, depth + 1)):
+        coarse = edges_v[:: 2 ** (depth - level)]
+        mid, half = (coarse[1:] + coarse[:-1]) / 2, (coarse[1:] - coarse[:-1]) / 2
+        stored.append((mid[:, None] + half[:, None] * nodes).flatten())
+    # Output times: the stored nodes and the inner finest edges (a midpoint can be both).
+    out_v = torch.unique(torch.cat([*stored, edges_v[1:-1]]))  # sorted
 
-    def panel_nodes(edges):
-        mid, half = (edges[1:] + edges[:-1]) / 2, (edges[1:] - edges[:-1]) / 2
-        return mid[:, None] + half[:, None] * nodes, half  # (P, 15) in v
+    def where(v: Tensor) -> Tensor:  # positions of v in the solver's output
+        return torch.searchsorted(out_v, v) + 1
 
-    v_coarse, half_coarse = panel_nodes(coarse)
-    v_fine, half_fine = panel_nodes(fine)
-    t_nodes = torch.cat([v_coarse.flatten(), v_fine.flatten()]) ** 2
-    sorted_t, perm = t_nodes.sort()
-    # position in the solver's output of node i (coarse nodes first, then fine ones)
-    where = torch.empty_like(perm)
-    where[perm] = torch.arange(1, len(perm) + 1)
-    ts = torch.cat([sorted_t.new_tensor([start]), sorted_t, sorted_t.new_tensor([sde.T])])
-    ode_fn = _VelocityOnly(sde, counted)
-    options = {"step_t": ts[-1:], "first_step": 1e-3 * (sde.T - start)}
-    with torch.no_grad():
-        path = torchdiffeq.odeint(
-            ode_fn, x, ts.to(x.device), method="dopri5", rtol=x_tol, atol=x_tol, options=options
-        )
+    ts = torch.cat([out_v.new_tensor([start]), out_v**2, out_v.new_tensor([sde.T])])
+    flow = _VelocityOnly(sde, counted)
 
-    def panel_values(v_nodes, half, first):
-        # ∫ div dt = ∫ div(v^2) 2 v dv over each panel, by K15 and G7; node (p, j) is node
-        # first + 15 p + j of t_nodes.
-        out_k, out_g = [], []
-        for p in range(v_nodes.shape[0]):
-            vals = []
-            for j, v in enumerate(v_nodes[p].tolist()):
-                i = first + 15 * p + j
-                xv = path[int(where[i])]
-                tt = torch.full((x.shape[0],), float(t_nodes[i]), dtype=x.dtype, device=x.device)
-                vals.append(_flow_and_divergence(sde, counted, xv, tt, probes)[1] * (2 * v))
-            f = torch.stack(vals)  # (15, batch, K)
-            w_k = wk.to(f)[:, None, None] * float(half[p])
-            w_g = wg.to(f)[:, None, None] * float(half[p])
-            out_k.append((w_k * f).sum(0))
-            out_g.append((w_g * f).sum(0))
-        return torch.stack(out_k), torch.stack(out_g)  # (P, batch, K)
+    def solve(x0, times, first_step=1e-3 * (sde.T - start)):
+        options = {"step_t": times[-1:]}
+        if first_step is not None:
+            options["first_step"] = first_step
+        with torch.no_grad():
+            return torchdiffeq.odeint(
+                flow, x0, times.to(x0.device), method="dopri5", rtol=x_tol, atol=x_tol,
+                options=options,
+            )  # fmt: skip
 
-    k_c, g_c = panel_values(v_coarse, half_coarse, 0)
-    err_c = (k_c - g_c).abs().amax(dim=2)  # (P, batch)
-    total, certificate = k_c.sum(0), err_c.sum(0)
-    refine = (err_c > quad_tol / panels).any(dim=1)
-    for p in torch.nonzero(refine).flatten().tolist():
-        k_f, g_f = panel_values(
-            v_fine[2 * p : 2 * p + 2], half_fine[2 * p : 2 * p + 2], 15 * panels + 30 * p
-        )
-        total = total - k_c[p] + k_f.sum(0)
-        certificate = certificate - err_c[p] + (k_f - g_f).abs().amax(dim=2).sum(0)
+    path = solve(x, ts)
+    node_pos = [where(v).tolist() for v in stored]
+    edge_pos = where(edges_v[1:-1]).tolist()
+
+    def edge_state(k: int) -> Tensor:  # x at edges_v[k]
+        if k == 0:
+            return x
+        return path[-1] if k == finest else path[edge_pos[k - 1]]
+
+    w_k, w_g = wk.to(x), wg.to(x)
+    width = v1 - v0
+
+    def evaluate(level: int, p: int, idx: Tensor) -> tuple[Tensor, Tensor, float]:
+        """K15 over panel p of ``level`` for the samples ``idx`` ``(n, K)``, its
+        ``|K15 - G7|`` ``(n,)``, and the panel's share of the tolerance."""
+        span = 2 ** (depth - level)  # finest panels per panel at this level
+        a, b = float(edges_v[p * span]), float(edges_v[(p + 1) * span])
+        h = (b - a) / 2
+        v_nodes = (a + b) / 2 + h * nodes
+        if level < len(stored):
+            states = [path[node_pos[level][15 * p + j]][idx] for j in range(15)]
+        else:
+            # torchdiffeq picks the first step (two evaluations) on these short spans.
+            times = torch.cat([v_nodes.new_tensor([a]), v_nodes, v_nodes.new_tensor([b])]) ** 2
+            states = list(solve(edge_state(p * span)[idx], times, None)[1:-1])
+        sub_probes = None if probes is None else probes[:, idx]
+        vals = []
+        for j in range(15):
+            tt = torch.full((len(idx),), float(v_nodes[j]) ** 2, dtype=x.dtype, device=x.device)
+            div = _flow_and_divergence(sde, counted, states[j], tt, sub_probes)[1]
+            vals.append(div * (2 * float(v_nodes[j])))
+        f = torch.stack(vals)  # (15, n, K): ∫ div dt = ∫ div(v^2) 2 v dv
+        k15 = (w_k[:, None, None] * f).sum(0) * h
+        err = ((w_k - w_g)[:, None, None] * f).sum(0).abs().amax(dim=1) * h
+        return k15, err, quad_tol * (2 * h / width)
+
+    def integrate(level: int, p: int, idx: Tensor, k15: Tensor, err: Tensor, share: float):
+        """The panel's integral and certificate for the samples ``idx``. A sample whose
+        ``|K15 - G7|`` meets the panel's share keeps K15; the others get the panel bisected
+        (only they are evaluated on the halves: each sample is refined where its own integrand
+        needs it) and keep the halves' sum when it agrees with the whole to the share:
+        ``|K15 - G7|`` measures G7's error, far above K15's on a panel with a sharp feature,
+        so the halves agree long before their own ``|K15 - G7|`` would pass. Halves that
+        still disagree are bisected further, down to ``depth``."""
+        out, cert = k15.clone(), err.clone()
+        redo = torch.nonzero(err > share).flatten() if level < depth else idx[:0]
+        if len(redo) == 0:
+            return out, cert
+        sub = idx[redo]
+        halves = [evaluate(level + 1, 2 * p + i, sub) for i in range(2)]
+        both = halves[0][0] + halves[1][0]
+        gap = (k15[redo] - both).abs().amax(dim=1)
+        out[redo], cert[redo] = both, gap
+        again = torch.nonzero(gap > share).flatten()
+        if len(again) > 0:
+            refined = [
+                integrate(level + 1, 2 * p + i, sub[again], halves[i][0][again],
+                          halves[i][1][again], halves[i][2])
+                for i in range(2)
+            ]  # fmt: skip
+            rows = redo[again]
+            out[rows] = refined[0][0] + refined[1][0]
+            cert[rows] = refined[0][1] + refined[1][1]
+        return out, cert
+
+    everyone = torch.arange(x.shape[0], device=x.device)
+    total = certificate = 0
+    for p in range(panels):
+        k, e = integrate(0, p, everyone, *evaluate(0, p, everyone))
+        total, certificate = total + k, certificate + e
     return total, certificate, path[-1]
 
 
@@ -304,13 +364,14 @@ def log_likelihood(
             feeds back into ``x``, so ``x(t)`` is solved alone (forward passes only, dopri5 at
             ``0.1 rtol, 0.1 atol`` with the exact trace, at ``rtol, atol`` with Hutchinson) and
             ``∫ ∇·f̃ dt`` is integrated per sample by 15-point Gauss–Kronrod panels in
-            ``v = sqrt(t)`` (``panels`` of them, each split once where ``|K15 - G7|`` exceeds
-            its share of ``1e3 atol d`` nats), which needs far fewer divergence evaluations.
+            ``v = sqrt(t)``, bisected (up to 3 times) while ``|K15 - G7|`` on a panel exceeds
+            its share of ``atol d`` nats for some sample, which needs far fewer divergence
+            evaluations on smooth integrands.
             With Hutchinson the probes are the same fixed ones at every node, so the integral
             is the same deterministic quantity the augmented solve integrates.
             ``error_estimate`` then holds the per-sample certificate.
         panels: initial Gauss–Kronrod panels of the quadrature integrator (default 3 with the
-            exact trace, 2 with Hutchinson).
+            exact trace, 1 with Hutchinson).
 
     Returns:
         A :class:`LikelihoodResult`. Gradients are not tracked: the solve runs under
@@ -376,7 +437,7 @@ def log_likelihood(
             start,
             probes,
             _QUAD_X_TOL[chosen] * min(rtol, atol),
-            _QUAD_TOL * atol * d,
+            QUAD_TOL_FACTOR * atol * d,
             panels,
         )
         prior = prior_fn(x_T)

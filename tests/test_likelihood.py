@@ -323,6 +323,50 @@ def test_quadrature_integrator_matches_closed_form(name):
     assert bool((err <= res.error_estimate + 1e-4).all())
 
 
+def test_quadrature_refines_only_where_a_sample_needs_it():
+    """Hutchinson starts from one panel. On a Gaussian (a smooth integrand) at atol = 1e-3 its
+    15 nodes meet the tolerance and the divergence is evaluated nowhere else; at atol = 1e-5
+    the panel is bisected once and the certificate falls. On a mixture whose components merge
+    along the path (a sharp feature) tightening atol lowers the quadrature's gap to a tight
+    solve with the same probes."""
+    sde = sdegen.VPSDE()
+    gauss = make_mixture(32, k=1, seed=2, full=False)
+    x = gauss.marginal(sde, sde.t_min).sample(16, torch.Generator().manual_seed(0), dtype=F64)
+    kw = {"divergence": "hutchinson", "integrator": "quadrature"}
+
+    def divergence_calls(atol):
+        calls = []
+
+        def score(x_, t):
+            calls.append(x_.requires_grad)  # autograd only at the quadrature nodes
+            return gauss.score_fn(sde)(x_, t)
+
+        res = sdegen.log_likelihood(
+            sde, score, x, atol=atol, generator=torch.Generator().manual_seed(0), **kw
+        )
+        return sum(calls), float(res.error_estimate.max())
+
+    (n_loose, cert_loose), (n_strict, cert_strict) = divergence_calls(1e-3), divergence_calls(1e-5)
+    assert n_loose == 15 and cert_loose <= 1e-3 * 32
+    assert n_strict == 45 and cert_strict <= 1e-5 * 32 < cert_loose
+
+    sde, gm, x, _ = _setup("vp", 16, n=32, full=False)
+    prior = gm.marginal(sde, sde.T).log_prob
+
+    def run(**extra):
+        return sdegen.log_likelihood(
+            sde, _autograd(gm.score_fn(sde)), x, prior_log_prob=prior,
+            generator=torch.Generator().manual_seed(3), **{**kw, **extra},
+        )  # fmt: skip
+
+    tight = run(integrator="augmented", rtol=1e-9, atol=1e-9)
+    loose, strict = run(atol=1e-3), run(atol=1e-6)
+    gap_loose = float((loose.log_prob - tight.log_prob).abs().mean())
+    gap_strict = float((strict.log_prob - tight.log_prob).abs().mean())
+    assert strict.nfe > loose.nfe
+    assert gap_strict < 0.1 * gap_loose, (gap_loose, gap_strict)
+
+
 def test_hutchinson_quadrature_matches_the_augmented_solve_with_the_same_probes():
     """With the probes fixed the estimate is a deterministic integral: the quadrature integrator
     (chosen by "auto" for Hutchinson from d = 16 on) and a tight augmented solve with the same
