@@ -197,12 +197,12 @@ def _quadrature_solve(sde, counted, x, start, probes, x_tol, quad_tol, panels):
     """x(t) by one forward-only solve; ∫ div f̃ dt by adaptive Gauss–Kronrod panels in
     v = sqrt(t) (the integrand behaves like t^(-1/2) near t_min for real networks): a panel is
     bisected while some sample's ``|K15 - G7|`` on it exceeds the panel's share (by width) of
-    ``quad_tol`` nats, down to ``QUAD_MAX_DEPTH`` levels. The solve outputs the path at the
-    initial panels' nodes and at the edges of the finest panels (dense output, no extra steps);
-    a bisected panel's nodes come from a forward-only solve across that panel alone, started
-    from its stored left edge, so memory stays that of the edges and one panel's nodes.
-    Returns the integral ``(batch, K)``, the per-sample certificate ``Σ |K15 - G7|`` over the
-    panels kept ``(batch,)``, and x_T."""
+    ``quad_tol`` nats, down to ``QUAD_MAX_DEPTH`` levels, for that sample only. The solve
+    outputs the path at the nodes of the first ``_QUAD_STORED_LEVELS`` levels and at the edges
+    of the finest panels (dense output, no extra steps); deeper nodes come from one forward-only
+    solve across their ancestor at the last stored level, from its stored left edge, for the
+    samples that need them, so memory stays that of these states. Returns the integral
+    ``(batch, K)``, the per-sample certificate over the panels kept ``(batch,)``, and x_T."""
     nodes, wk, wg = kronrod15()
     v0, v1 = math.sqrt(start), math.sqrt(sde.T)
     depth, finest = QUAD_MAX_DEPTH, panels * 2**QUAD_MAX_DEPTH
@@ -243,19 +243,49 @@ def _quadrature_solve(sde, counted, x, start, probes, x_tol, quad_tol, panels):
     w_k, w_g = wk.to(x), wg.to(x)
     width = v1 - v0
 
-    def evaluate(level: int, p: int, idx: Tensor) -> tuple[Tensor, Tensor, float]:
-        """K15 over panel p of ``level`` for the samples ``idx`` ``(n, K)``, its
-        ``|K15 - G7|`` ``(n,)``, and the panel's share of the tolerance."""
+    def panel_nodes(level: int, p: int) -> tuple[float, float, float, Tensor]:
         span = 2 ** (depth - level)  # finest panels per panel at this level
         a, b = float(edges_v[p * span]), float(edges_v[(p + 1) * span])
         h = (b - a) / 2
-        v_nodes = (a + b) / 2 + h * nodes
+        return a, b, h, (a + b) / 2 + h * nodes
+
+    top = len(stored)  # the first level whose nodes the main solve did not store
+    deep_cache: dict[int, tuple[Tensor, Tensor, dict]] = {}
+
+    def deep_states(level: int, p: int, idx: Tensor) -> list[Tensor]:
+        """x at the nodes of a panel below the stored levels, for the samples ``idx``: one
+        forward-only solve across its ancestor at the last stored level gives the nodes of all
+        the levels below it (cached); later requests ask for subsets of the same samples."""
+        anc = p >> (level - top + 1)
+        if anc not in deep_cache:
+            v_all = [
+                panel_nodes(lv, q)[3]
+                for lv in range(top, depth + 1)
+                for q in range(anc << (lv - top + 1), (anc + 1) << (lv - top + 1))
+            ]
+            v_out = torch.unique(torch.cat(v_all))
+            a, b = panel_nodes(top - 1, anc)[:2]
+            times = torch.cat([v_out.new_tensor([a]), v_out, v_out.new_tensor([b])]) ** 2
+            # torchdiffeq picks the first step (two evaluations) on this shorter span.
+            out = solve(edge_state(anc * 2 ** (depth - top + 1))[idx], times, None)
+            deep_cache[anc] = (idx, v_out, out)
+        rows_idx, v_out, out = deep_cache[anc]
+        rows = torch.searchsorted(rows_idx, idx).clamp(max=len(rows_idx) - 1)
+        v_nodes = panel_nodes(level, p)[3]
+        pos = torch.searchsorted(v_out, v_nodes).clamp(max=len(v_out) - 1)
+        if not torch.equal(v_out[pos], v_nodes) or not torch.equal(rows_idx[rows], idx):
+            raise RuntimeError("quadrature: a refined panel's nodes are not in the cached path")
+        pos = (pos + 1).tolist()
+        return [out[i][rows] for i in pos]
+
+    def evaluate(level: int, p: int, idx: Tensor) -> tuple[Tensor, Tensor, float]:
+        """K15 over panel p of ``level`` for the samples ``idx`` ``(n, K)``, its
+        ``|K15 - G7|`` ``(n,)``, and the panel's share of the tolerance."""
+        _, _, h, v_nodes = panel_nodes(level, p)
         if level < len(stored):
             states = [path[node_pos[level][15 * p + j]][idx] for j in range(15)]
         else:
-            # torchdiffeq picks the first step (two evaluations) on these short spans.
-            times = torch.cat([v_nodes.new_tensor([a]), v_nodes, v_nodes.new_tensor([b])]) ** 2
-            states = list(solve(edge_state(p * span)[idx], times, None)[1:-1])
+            states = deep_states(level, p, idx)
         sub_probes = None if probes is None else probes[:, idx]
         vals = []
         for j in range(15):
