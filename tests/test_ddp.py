@@ -4,7 +4,11 @@ writes checkpoints and logs, and a distributed run resumes from its checkpoint."
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -116,3 +120,28 @@ def test_ddp_matches_single_process(tmp_path):
         "checkpoint-00000003.pt",
         "checkpoint-00000006.pt",
     ]
+
+
+@pytest.mark.slow
+def test_trainer_initialises_the_group_from_the_torchrun_environment(tmp_path):
+    """Under torchrun nothing initialises torch.distributed but the Trainer: it reads
+    WORLD_SIZE > 1, calls init_process_group (gloo on CPU) from the environment, and trains
+    as the file-rendezvous run above does: the same weights on both ranks, equal to a
+    single-process run with the global batch."""
+    worker = Path(__file__).with_name("ddp_torchrun_worker.py")
+    result_file = tmp_path / "ranks.pt"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={WORLD}", str(worker), str(tmp_path / "run"), str(result_file),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    out = torch.load(result_file, weights_only=True)
+    (params0, ema0), (params1, ema1) = out["everyone"]
+    assert torch.equal(params0, params1) and torch.equal(ema0, ema1)
+    single = make_trainer(tmp_path / "single", distributed=False)
+    single_losses = single.fit(HALF).losses
+    torch.testing.assert_close(out["losses"], single_losses, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(params0, flat(single.model), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ema0, flat(single.ema_model), rtol=1e-4, atol=1e-5)
