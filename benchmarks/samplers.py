@@ -40,7 +40,7 @@ import torch
 
 import sdegen
 from sdegen.sampling import fewstep, methods
-from sdegen.sampling.grids import MarginalCoefficients, sigma_grid
+from sdegen.sampling.grids import MarginalCoefficients, place_warp, sigma_grid
 
 F64 = torch.float64
 DETERMINISTIC = ["dpmpp_3m", "edm_heun", "ipndm", "unipc"]
@@ -311,28 +311,16 @@ def solve_on_grid(method: str, gm, xt, sigma):
 def validation_rms(method: str, gm, v: torch.Tensor) -> float:
     """Mean path error at ``len(v) - 1`` steps over VALIDATION_SEEDS, VE and VP, with the warp
     ``v`` placed as ``time_grid="optimised"`` places it (absolute σ)."""
-    from sdegen.sampling import grids
-
     errs = []
     for sde in problems().values():
         exact = gm.score_fn(sde)
         coeffs = MarginalCoefficients(sde)
-        fitted = grids.OPTIMISED_SCHEDULES.setdefault(method, {})
-        steps, saved = len(v) - 1, fitted.get(len(v) - 1)
-        fitted[steps] = v.tolist()
-        try:
-            sig = grids.optimised_sigmas(steps, coeffs.sigma_min, coeffs.sigma_max, method)
-            ts = coeffs.time_of_sigma(sig)
-            for seed in VALIDATION_SEEDS:
-                g = torch.Generator().manual_seed(seed)
-                x_T = sde.prior_sample((FIT_BATCH, 64), g, dtype=F64)
-                out = sdegen.sample(sde, exact, x_T.shape, method=method, time_grid=ts, x_T=x_T)
-                errs.append(rms(out.samples, reference(sde, exact, x_T)))
-        finally:
-            if saved is None:
-                del fitted[steps]
-            else:
-                fitted[steps] = saved
+        ts = coeffs.time_of_sigma(place_warp(v, coeffs.sigma_min, coeffs.sigma_max))
+        for seed in VALIDATION_SEEDS:
+            g = torch.Generator().manual_seed(seed)
+            x_T = sde.prior_sample((FIT_BATCH, 64), g, dtype=F64)
+            out = sdegen.sample(sde, exact, x_T.shape, method=method, time_grid=ts, x_T=x_T)
+            errs.append(rms(out.samples, reference(sde, exact, x_T)))
     return statistics.fmean(errs)
 
 

@@ -34,7 +34,7 @@ _QUAD_X_TOL = {"exact": 1e-1, "hutchinson": 1.0}
 # |K15 - G7| 1.0e-3 / 7.3e-4 / 2.0e-4 / 1.4e-5; MLP, 1 panel: 8e-11 against 3.3e-7).
 QUAD_TOL_FACTOR = 1.0
 # Bisection levels below the initial panels; the main x-solve stores the nodes of the first
-# _QUAD_STORED_LEVELS levels, deeper panels re-solve x across themselves.
+# _QUAD_STORED_LEVELS levels, deeper nodes come from one re-solve per last-stored-level panel.
 QUAD_MAX_DEPTH = 3
 _QUAD_STORED_LEVELS = 2
 # Default initial panels: with the exact trace each node costs d vector-Jacobian products, and
@@ -250,7 +250,7 @@ def _quadrature_solve(sde, counted, x, start, probes, x_tol, quad_tol, panels):
         return a, b, h, (a + b) / 2 + h * nodes
 
     top = len(stored)  # the first level whose nodes the main solve did not store
-    deep_cache: dict[int, tuple[Tensor, Tensor, dict]] = {}
+    deep_cache: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # ancestor -> (idx, v, path)
 
     def deep_states(level: int, p: int, idx: Tensor) -> list[Tensor]:
         """x at the nodes of a panel below the stored levels, for the samples ``idx``: one

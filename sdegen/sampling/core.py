@@ -329,7 +329,7 @@ def sample(
             signal-to-noise ratio setting the Langevin step size.
         order: order of the multistep methods (``ddim``, ``dpmpp_*``, ``ipndm``, ``unipc``:
             at most 4; ``sde_dpmpp_*m``: at most 3; ``ancestral``: at most 2); ``unipc``'s default
-            ``"auto"`` is 3 below 40 steps and 4 from there.
+            ``"auto"`` is 3 below 20 steps and 4 from there.
         eta: ``sde_dpmpp_*m``'s noise level ``η >= 0``: 1 (default) is the reverse SDE,
             0 the probability flow, values between mix them (see docs/sampling.md).
         churn, s_tmin, s_tmax, s_noise: ``edm_churn``'s options (Karras et al. 2022, Algorithm

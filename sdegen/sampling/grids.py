@@ -133,7 +133,13 @@ def optimised_sigmas(
     unipc, 10 / 20 / 50 NFE: 0.077 / 0.035 / 0.0030 against 0.042 / 0.026 / 0.0017).
     Ranges that overlap less than half the fitted one stretch the warp over their own range.
     """
-    v = optimised_warp(steps, method)
+    return place_warp(optimised_warp(steps, method), sigma_min, sigma_max)
+
+
+def place_warp(v: Tensor, sigma_min: float, sigma_max: float) -> Tensor:
+    """A warp ``v`` ``(steps + 1,)`` fitted on ``FIT_SIGMA_RANGE``, placed in absolute σ on
+    ``[σ_min, σ_max]`` as :func:`optimised_sigmas` describes; decreasing float64 σ."""
+    steps = v.numel() - 1
     grid = torch.linspace(0, 1, steps + 1, dtype=F64)
     fit_lo, fit_hi = (math.log(s) for s in FIT_SIGMA_RANGE)
     lo, hi = math.log(sigma_min), math.log(sigma_max)
