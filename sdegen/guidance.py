@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._utils import append_dims
+from ._utils import append_dims, step_noise
 from ._validation import as_time, check_scalar, check_tensor
 from .models.embeddings import GaussianFourierFeatures
 from .reverse import CountedScore, ScoreFn
@@ -301,7 +301,7 @@ class _Replacement:
         self.corrector_steps, self.snr, self.generator = corrector_steps, snr, generator
 
     def noise(self, x: Tensor) -> Tensor:
-        return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+        return step_noise(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
 
     def replace(self, x: Tensor, t: Tensor) -> Tensor:
         known = self.sde.marginal_mean(self.observed, t)

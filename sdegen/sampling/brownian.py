@@ -8,6 +8,8 @@ import torch
 import torchsde
 from torch import Tensor
 
+from .._utils import step_noise
+
 
 class StepBrownian(torchsde.BaseBrownian):
     """Fresh, seeded Gaussian increments on a fixed step grid, meeting torchsde's ``BaseBrownian``.
@@ -56,7 +58,7 @@ class StepBrownian(torchsde.BaseBrownian):
             dW, U = self._last_out
         elif abs(ta - prev_b) <= scale and tb > ta:
             h = tb - ta
-            noise = torch.randn(
+            noise = step_noise(
                 (2 if return_U else 1, *self._shape),
                 generator=self._generator,
                 dtype=self._dtype,

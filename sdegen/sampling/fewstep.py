@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .._utils import step_noise
 from ..reverse import CountedScore
 from ..sde.base import AbstractSDE
 from ._hooks import StepHooks
@@ -96,7 +97,7 @@ class EDMContext:
         return torch.add(xt, self.score(x, t_b), alpha=s**2 / m)
 
     def noise(self, x: Tensor) -> Tensor:
-        return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+        return step_noise(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
 
     def after_step(self, hooks: StepHooks, i: int, xt: Tensor) -> Tensor:
         """Hand ``x`` at ``t_{i+1}`` to the hooks (only when there are any)."""

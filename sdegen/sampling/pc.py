@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._utils import append_dims
+from .._utils import append_dims, step_noise
 from ..reverse import CountedScore
 from ..sde.base import AbstractSDE
 from ._hooks import StepHooks
@@ -48,7 +48,7 @@ class PCContext:
         return torch.full((x.shape[0],), float(self.grid[i]), dtype=x.dtype, device=x.device)
 
     def noise(self, x: Tensor) -> Tensor:
-        return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+        return step_noise(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
 
 
 # Predictors: x at t_i -> x at t_{i+1}. ---------------------------------------------------------
