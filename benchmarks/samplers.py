@@ -30,6 +30,8 @@ floor at 20 NFE; time outside the score ≤ 15% at d = 64, batch 2000.
 Run:  python benchmarks/samplers.py            (batch 1000 × 20 batches, one thread; ~10 minutes)
       python benchmarks/samplers.py --all      (also ddim, dpmpp_2m, ode_rk4, euler)
       python benchmarks/samplers.py --fit      (refit sdegen/sampling/_schedules.py)
+      python benchmarks/samplers.py --fit --fit-screen 500 --fit-methods unipc --fit-nfe 50 \
+          --fit-iters 10 --fit-rounds 4          (the flip-aware 50-step fit; ~9 minutes)
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ import torch
 
 import sdegen
 from sdegen.sampling import fewstep, methods
-from sdegen.sampling.grids import MarginalCoefficients, place_warp, sigma_grid
+from sdegen.sampling._schedules import OPTIMISED_SCHEDULES
+from sdegen.sampling.grids import MarginalCoefficients, place_warp, resample_warp, sigma_grid
 
 F64 = torch.float64
 DETERMINISTIC = ["dpmpp_3m", "edm_heun", "ipndm", "unipc"]
@@ -217,6 +220,9 @@ def figure(rows, path: str) -> None:
         for row, kind in enumerate(["ode", "sde"]):
             ax = axes[row, col]
             sub = [r for r in rows if r["sde"] == sde and r["kind"] == kind]
+            if not sub:  # --methods chose none of this kind
+                ax.set_axis_off()
+                continue
             for name in dict.fromkeys(r["method"] for r in sub):
                 pts = [(r["nfe"], r["error"]) for r in sub if r["method"] == name]
                 ax.loglog(*zip(*pts, strict=True), "o-", label=name)
@@ -253,10 +259,14 @@ def main():
         "--fit-rounds", type=int, default=1,
         help="rounds of --fit-iters; >1 keeps the round best on VALIDATION_SEEDS",
     )  # fmt: skip
+    p.add_argument(
+        "--fit-screen", type=int, default=0,
+        help="flip-aware fit on this many screened batches per SDE (unipc 50 steps: 500)",
+    )  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.fit:
-        return fit(args)
+        return fit_flip_aware(args) if args.fit_screen else fit(args)
     t0 = time.perf_counter()
     det, sto = DETERMINISTIC, STOCHASTIC
     if args.all:
@@ -365,14 +375,16 @@ def fit(args) -> None:
                     [logits], lr=0.5, max_iter=args.fit_iters, line_search_fn="strong_wolfe"
                 )
 
-                def closure(opt=opt, logits=logits, train=train, method=method):
+                with torch.no_grad():
+                    before = float(loss_on(method, held, sigmas_of(logits)[0]).sqrt())
+                    scale = 1 / float(loss_on(method, train, sigmas_of(logits)[0]))
+
+                def closure(opt=opt, logits=logits, train=train, method=method, scale=scale):
                     opt.zero_grad()
-                    loss = loss_on(method, train, sigmas_of(logits)[0])
+                    loss = scale * loss_on(method, train, sigmas_of(logits)[0])
                     loss.backward()
                     return loss
 
-                with torch.no_grad():
-                    before = float(loss_on(method, held, sigmas_of(logits)[0]).sqrt())
                 t0 = time.perf_counter()
                 kept = None
                 for rnd in range(args.fit_rounds):
@@ -408,6 +420,136 @@ def fit(args) -> None:
             )
     for (method, steps), v in out.items():
         print(f"{method!r}: {{{steps}: {v}}}")
+
+
+# Flip-aware fit (--fit-screen B) ------------------------------------------------------------
+
+# At 50 steps a flip (a sample that ends in another component than the reference) is about 1 in
+# 100 000, so FIT_SEEDS' batches hold none, and the near-boundary samples whose error the flow
+# amplifies are about 1%. The flip-aware fit screens B batches per SDE (seeds SCREEN_SEED + b)
+# and flags the samples where unipc at 20 and at 100 NFE differ by more than SCREEN_FLAG (per-
+# sample mean squared difference; about 0.9% of them, every 50-step flip among them), then
+# minimises the stratified estimate of the mean loss over all samples, VE and VP together:
+# (1 - f) * mean over unflagged samples + f * mean over flagged ones, f the flagged fraction.
+# The typical stratum is the unflagged samples of the first SCREEN_TYPICAL batches. Even-numbered
+# flagged samples and the first TYPICAL_TRAIN typical ones train; the rest are held out and pick
+# the round kept.
+SCREEN_SEED = 5000
+SCREEN_FLAG = 1e-4
+SCREEN_TYPICAL = 4
+TYPICAL_TRAIN = 2000
+# Per-sample loss c * tanh(err / c): a flip (err 0.2-0.5) counts about c, a constant rather than
+# a gradient that points nowhere, while amplified near-boundary errors (up to about 1e-3) stay in
+# the linear range. c = 0.014 is a flip's rise in its batch's RMS at 50 NFE.
+FLIP_COST = 0.014
+# The start: the method's fitted schedule with this many steps, resampled.
+FLIP_FIT_START = 20
+
+
+def strata(gm, name: str, sde, batches: int) -> dict:
+    """Screen ``batches`` noise batches of ``sde``; the flagged and typical samples in EDM
+    variables ``x / m`` with their converged solves, split into "train" and "held" halves."""
+    exact = gm.score_fn(sde)
+    coeffs = MarginalCoefficients(sde)
+    m_T, m_0 = (float(coeffs.m(torch.tensor([t], dtype=F64))) for t in (sde.T, sde.t_min))
+    pool, typical, t0 = [], [], time.perf_counter()
+    for b in range(batches):
+        g = torch.Generator().manual_seed(SCREEN_SEED + b)
+        x_T = sde.prior_sample((FIT_BATCH, 64), g, dtype=F64)
+        coarse, fine = (
+            sdegen.sample(sde, exact, x_T.shape, method="unipc", nfe=n, x_T=x_T).samples
+            for n in (20, 100)
+        )
+        flagged = ((coarse - fine) ** 2).mean(1) > SCREEN_FLAG
+        pool.append(x_T[flagged])
+        if b < SCREEN_TYPICAL:
+            typical.append(x_T[~flagged])
+    pool = torch.cat(pool)
+    f = pool.shape[0] / (batches * FIT_BATCH)
+    elapsed = time.perf_counter() - t0
+    print(f"{name}: {pool.shape[0]} of {batches * FIT_BATCH} flagged ({elapsed:.0f} s)", flush=True)
+    typical = torch.cat(typical)
+    out = {}
+    for part, sel_pool, sel_typ in (
+        ("train", slice(0, None, 2), slice(0, TYPICAL_TRAIN)),
+        ("held", slice(1, None, 2), slice(TYPICAL_TRAIN, None)),
+    ):
+        x_pool, x_typ = pool[sel_pool], typical[sel_typ]
+        out[part] = dict(
+            sigma_min=coeffs.sigma_min, sigma_max=coeffs.sigma_max, f=f, m_0=m_0,
+            pool=x_pool / m_T, pool_ref=reference(sde, exact, x_pool) / m_0,
+            typ=x_typ / m_T, typ_ref=reference(sde, exact, x_typ) / m_0,
+        )  # fmt: skip
+    return out
+
+
+def stratified_loss(method: str, gm, v: torch.Tensor, parts: list[dict]):
+    """(loss, [(typical RMS, flips, flagged count) per part]) of the warp ``v``."""
+    total, report = 0.0, []
+    for s in parts:
+        sig = place_warp(v, s["sigma_min"], s["sigma_max"])
+
+        def err(x, ref, sig=sig, s=s):
+            return ((solve_on_grid(method, gm, x, sig) - ref) ** 2).mean(1) * s["m_0"] ** 2
+
+        e_typ, e_pool = err(s["typ"], s["typ_ref"]), err(s["pool"], s["pool_ref"])
+        saturated = FLIP_COST * torch.tanh(e_pool / FLIP_COST)
+        total = total + (1 - s["f"]) * e_typ.mean() + s["f"] * saturated.mean()
+        e_typ, e_pool = e_typ.detach(), e_pool.detach()
+        report.append((float(e_typ.mean().sqrt()), int((e_pool > 1e-2).sum()), e_pool.numel()))
+    return total, report
+
+
+def fit_flip_aware(args) -> None:
+    """Fit each ``--fit-methods`` × ``--fit-nfe`` warp on the screened strata (see above)."""
+    gm = mixture(kind=args.mixture)
+    strat = {name: strata(gm, name, sde, args.fit_screen) for name, sde in problems().items()}
+    train = [s["train"] for s in strat.values()]
+    held = [s["held"] for s in strat.values()]
+
+    def show(tag, v):
+        with torch.no_grad():
+            lt = stratified_loss(method, gm, v, train)[0]
+            lh, rh = stratified_loss(method, gm, v, held)
+        fmt = "; ".join(
+            f"{n} typical RMS {r[0]:.2e}, flips {r[1]} of {r[2]}"
+            for n, r in zip(strat, rh, strict=True)
+        )
+        print(
+            f"{method} N = {steps} {tag}: loss train {float(lt):.3e}, held {float(lh):.3e} ({fmt})"
+        )
+        return float(lh)
+
+    for method in args.fit_methods:
+        for steps in args.fit_nfe:
+            v0 = resample_warp(OPTIMISED_SCHEDULES[method][FLIP_FIT_START], steps)
+            logits = torch.log(v0.diff()).clone().requires_grad_(True)
+
+            def v_of(lg):
+                return torch.cat([lg.new_zeros(1), torch.cumsum(torch.softmax(lg, 0), 0)])
+
+            kept = (show("start", v0), v0)
+            with torch.no_grad():
+                scale = 1 / float(stratified_loss(method, gm, v0, train)[0])
+            opt = torch.optim.LBFGS(
+                [logits], lr=0.5, max_iter=args.fit_iters, line_search_fn="strong_wolfe"
+            )
+
+            def closure(opt=opt, logits=logits, scale=scale, method=method):
+                opt.zero_grad()
+                loss = scale * stratified_loss(method, gm, v_of(logits), train)[0]
+                loss.backward()
+                return loss
+
+            for rnd in range(args.fit_rounds):
+                opt.step(closure)
+                v = v_of(logits).detach().clone()
+                held_loss = show(f"round {rnd}", v)
+                if held_loss < kept[0]:
+                    kept = (held_loss, v)
+            v = [round(float(x), 5) for x in kept[1]]
+            v[-1] = 1.0
+            print(f"{method!r}: {{{steps}: {v}}}", flush=True)
 
 
 if __name__ == "__main__":

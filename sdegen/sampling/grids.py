@@ -146,15 +146,16 @@ def place_warp(v: Tensor, sigma_min: float, sigma_max: float) -> Tensor:
 
     def u_of(log_sigma: float) -> float:  # the inverse of the warp, clamped to the fit range
         w = (min(max(log_sigma, fit_lo), fit_hi) - fit_hi) / (fit_lo - fit_hi)
-        return float(_interp(torch.tensor([w], dtype=F64), v, grid))
+        return float(_interp(torch.tensor([w], dtype=F64), v.detach(), grid))
 
     u_hi, u_lo = u_of(hi), u_of(lo)
     if u_lo - u_hi < 0.5:
         return torch.exp(hi + v * (lo - hi))
     u = u_hi + (u_lo - u_hi) * grid
-    out = torch.exp(fit_hi + _interp(u, grid, v) * (fit_lo - fit_hi))
-    out[0], out[-1] = sigma_max, sigma_min
-    return out
+    inner = torch.exp(fit_hi + _interp(u[1:-1], grid, v) * (fit_lo - fit_hi))
+    # torch.cat rather than assigning the ends in place keeps the result differentiable in v
+    # (the schedule fit in benchmarks/samplers.py differentiates through this placement).
+    return torch.cat([inner.new_tensor([sigma_max]), inner, inner.new_tensor([sigma_min])])
 
 
 def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
@@ -170,11 +171,16 @@ def optimised_warp(steps: int, method: str | None = None) -> Tensor:
     fitted = OPTIMISED_SCHEDULES.get(method, OPTIMISED_SCHEDULES[DEFAULT_SCHEDULE])
     if steps in fitted:
         return torch.tensor(fitted[steps], dtype=F64)
-    # Interpolate the fitted schedule with the nearest step count (in log N), read as a quantile
-    # function of u = i / N.
     nearest = min(fitted, key=lambda n: (abs(math.log(n / steps)), n))
-    ref = torch.tensor(fitted[nearest], dtype=F64)
-    u_ref = torch.linspace(0, 1, nearest + 1, dtype=F64)
+    return resample_warp(fitted[nearest], steps)
+
+
+def resample_warp(warp: Sequence[float] | Tensor, steps: int) -> Tensor:
+    """A warp of ``len(warp) - 1`` steps read as a quantile function of ``u = i / N`` and
+    resampled at ``steps + 1`` uniform points (how step counts without a fitted schedule get one).
+    """
+    ref = torch.as_tensor(warp, dtype=F64)
+    u_ref = torch.linspace(0, 1, ref.numel(), dtype=F64)
     return _interp(torch.linspace(0, 1, steps + 1, dtype=F64), u_ref, ref)
 
 
