@@ -14,7 +14,14 @@ from sdegen.reverse import CountedScore
 from sdegen.sampling import fewstep, methods
 from sdegen.sampling._hooks import StepHooks
 from sdegen.sampling.fewstep import adams_bashforth_weights, exponential_weights, unipc_plan
-from sdegen.sampling.grids import MarginalCoefficients, optimised_warp, sigma_grid, time_grid
+from sdegen.sampling.grids import (
+    MarginalCoefficients,
+    optimised_warp,
+    place_warp,
+    resample_warp,
+    sigma_grid,
+    time_grid,
+)
 from sdegen.testing import check_samples, convergence_order
 
 F64 = torch.float64
@@ -355,6 +362,19 @@ def test_sigma_is_inverted_and_grids_are_where_they_say():
     torch.testing.assert_close(steps.diff(), steps.diff()[:1].expand(10))
     warp = optimised_warp(13)  # interpolated from a fitted schedule
     assert warp[0] == 0 and warp[-1] == 1 and bool((warp.diff() > 0).all())
+
+
+def test_warps_resample_onto_themselves_and_place_differentiably():
+    fitted = optimised_warp(20, "unipc")
+    torch.testing.assert_close(resample_warp(fitted, 20), fitted, rtol=0, atol=1e-15)
+    coarse = resample_warp(fitted, 10)  # every other point of the quantile function
+    torch.testing.assert_close(coarse, fitted[::2], rtol=0, atol=1e-15)
+    # The schedule fit differentiates the placed σ grid in the warp (VP's longer range).
+    v = fitted.clone().requires_grad_(True)
+    sig = place_warp(v, 0.002, 152.0)
+    assert float(sig[0].detach()) == 152.0 and float(sig[-1].detach()) == 0.002
+    (grad,) = torch.autograd.grad(sig[1:-1].log().sum(), v)
+    assert bool(torch.isfinite(grad).all()) and float(grad.abs().sum()) > 0
 
 
 def test_user_grid_trajectory_and_callback():
