@@ -336,6 +336,11 @@ def validation_rms(method: str, gm, v: torch.Tensor) -> float:
     return statistics.fmean(errs)
 
 
+def warp_of(logits: torch.Tensor) -> torch.Tensor:
+    """The increasing warp ``0 = v_0 < ... < v_N = 1`` with softmax-parametrised increments."""
+    return torch.cat([logits.new_zeros(1), torch.cumsum(torch.softmax(logits, 0), 0)])
+
+
 def fit(args) -> None:
     """Fit the warp v (log σ = log σ_max + v (log σ_min - log σ_max)) of an N-step grid for each
     method by L-BFGS on the mean squared path error against converged solves (VE problem),
@@ -354,7 +359,7 @@ def fit(args) -> None:
     held = [data[s] for s in HELD_OUT_SEEDS]
 
     def sigmas_of(logits):
-        v = torch.cat([logits.new_zeros(1), torch.cumsum(torch.softmax(logits, 0), 0)])
+        v = warp_of(logits)
         return torch.exp(hi + v * (lo - hi)), v
 
     def loss_on(method, pairs, sigma):
@@ -555,9 +560,6 @@ def fit_flip_aware(args) -> None:
             v0 = resample_warp(SCREEN_WARP, steps)
             logits = torch.log(v0.diff()).clone().requires_grad_(True)
 
-            def v_of(lg):
-                return torch.cat([lg.new_zeros(1), torch.cumsum(torch.softmax(lg, 0), 0)])
-
             kept = (show("start", v0), v0)
             with torch.no_grad():
                 scale = 1 / float(stratified_loss(method, gm, v0, train)[0])
@@ -567,13 +569,13 @@ def fit_flip_aware(args) -> None:
 
             def closure(opt=opt, logits=logits, scale=scale, method=method):
                 opt.zero_grad()
-                loss = scale * stratified_loss(method, gm, v_of(logits), train)[0]
+                loss = scale * stratified_loss(method, gm, warp_of(logits), train)[0]
                 loss.backward()
                 return loss
 
             for rnd in range(args.fit_rounds):
                 opt.step(closure)
-                v = v_of(logits).detach().clone()
+                v = warp_of(logits).detach().clone()
                 held_loss = show(f"round {rnd}", v)
                 if held_loss < kept[0]:
                     kept = (held_loss, v)
