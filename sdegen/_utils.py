@@ -28,6 +28,13 @@ def sample_normal(
     return torch.randn(shape, generator=generator, dtype=dtype, device=device)
 
 
+def _noise_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
+    """float32 where a float64 draw on CPU was asked for (see :func:`step_noise`)."""
+    if torch.device(device).type == "cpu" and dtype == torch.float64:
+        return torch.float32
+    return dtype
+
+
 def step_noise(
     shape: tuple[int, ...],
     *,
@@ -43,7 +50,42 @@ def step_noise(
     5.8 sigma (a probability of 8e-9 per draw is lost, far below any sampler's discretisation
     error), and a seeded run then sees the same noise in float32 and float64. Other devices
     and dtypes draw directly."""
-    if torch.device(device).type == "cpu" and dtype == torch.float64:
-        z = torch.randn(shape, generator=generator, dtype=torch.float32, device=device)
-        return z.to(torch.float64)
-    return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    z = torch.randn(shape, generator=generator, dtype=_noise_dtype(dtype, device), device=device)
+    return z.to(dtype)
+
+
+def add_scaled_(y: Tensor, x: Tensor, a: float | Tensor) -> Tensor:
+    """``y += a x`` in place; ``a`` a float or a tensor broadcasting against ``x``."""
+    return y.add_(x, alpha=a) if isinstance(a, float | int) else y.addcmul_(x, a)
+
+
+class StepNoise:
+    """The noise of a sampler's steps: the values :func:`step_noise` would draw from
+    ``generator``, drawn into one buffer that every step reuses.
+
+    On CPU the steps are memory-bound: each fresh ``(batch, *event)`` tensor costs page faults
+    about as dear as the arithmetic, once the score's temporaries have been handed back to the
+    operating system. The buffer may be float32 for a float64 state; it is meant to be added
+    into the state (``add_``/``addcmul_`` promote it exactly), and is overwritten by the next
+    draw."""
+
+    def __init__(self, generator: torch.Generator | None) -> None:
+        self.generator = generator
+        self._buffer: Tensor | None = None
+
+    def draw(self, like: Tensor) -> Tensor:
+        """Fresh standard normal noise shaped like ``like`` (valid until the next draw)."""
+        dtype = _noise_dtype(like.dtype, like.device)
+        buf = self._buffer
+        if (
+            buf is None
+            or buf.shape != like.shape
+            or buf.dtype != dtype
+            or buf.device != like.device
+        ):
+            buf = self._buffer = torch.empty(like.shape, dtype=dtype, device=like.device)
+        return buf.normal_(generator=self.generator)
+
+    def add_(self, x: Tensor, scale: float | Tensor) -> Tensor:
+        """``x += scale · z`` in place; ``scale`` a float or a tensor broadcasting against ``x``."""
+        return add_scaled_(x, self.draw(x), scale)

@@ -1,6 +1,7 @@
 """Every sampling method, tested the same way against the exact Gaussian-mixture score:
 reproduction of the mixture, convergence orders, NFE accounting, grids, hooks and options."""
 
+import itertools
 import math
 
 import pytest
@@ -9,7 +10,7 @@ import torchsde
 from conftest import CorrelatedOU, make_mixture
 
 import sdegen
-from sdegen._utils import step_noise
+from sdegen._utils import StepNoise, step_noise
 from sdegen.reverse import CountedScore
 from sdegen.sampling import fewstep, methods
 from sdegen.sampling._hooks import StepHooks
@@ -439,6 +440,58 @@ def test_stochastic_samplers_are_reproducible_from_a_generator(name):
 
     assert torch.equal(run(0).samples, run(0).samples)
     assert not torch.equal(run(0).samples, run(1).samples)
+
+
+@pytest.mark.parametrize(
+    "name", ["pc_euler_maruyama", "pc_reverse_diffusion", "pc_ancestral", "annealed_langevin"]
+)
+def test_in_place_pc_steps_leave_inputs_and_kept_states_alone(name):
+    """The predictor–corrector steps update their state in place: the caller's x_T, the states
+    a callback keeps without copying, and a score that hands back its own input (an alias of
+    the state) must all behave as if every step made a new tensor."""
+    sde, gm = sdegen.VPSDE(), make_mixture(2)
+    exact = gm.score_fn(sde)
+    x_T = sde.prior_sample((16, 2), torch.Generator().manual_seed(0), dtype=F64)
+    before = x_T.clone()
+
+    def run(score, callback=None):
+        g = torch.Generator().manual_seed(1)
+        return sdegen.sample(
+            sde, score, (16, 2), method=name, steps=6, x_T=x_T, generator=g, callback=callback
+        ).samples
+
+    kept = []
+    out = run(exact, callback=lambda i, t, x: kept.append(x))
+    assert torch.equal(x_T, before)
+    assert len(kept) == 6 and torch.equal(kept[-1], out)
+    assert all(not torch.equal(a, b) for a, b in itertools.pairwise(kept))
+
+    # The score of an (improper) density exp(|x|²/2) is x: returned as a view of x, or a copy.
+    aliased = run(lambda x, t: x.view_as(x))
+    assert torch.isfinite(aliased).all()
+    torch.testing.assert_close(aliased, run(lambda x, t: x.clone()), rtol=1e-12, atol=0)
+
+
+def test_step_noise_buffer_is_reused_and_draws_what_step_noise_draws():
+    noise, like = StepNoise(torch.Generator().manual_seed(3)), torch.zeros(50, 4, dtype=F64)
+    first = noise.draw(like)
+    ptr = first.data_ptr()
+    second = noise.draw(like)
+    assert second.data_ptr() == ptr  # one buffer
+    g = torch.Generator().manual_seed(3)
+    expect = [step_noise((50, 4), generator=g, dtype=F64, device="cpu") for _ in range(2)]
+    assert torch.equal(second.double(), expect[1])
+    x = torch.ones(7, 3, dtype=F64)
+    noise.add_(x, torch.full((7, 1), 2.0, dtype=F64))  # a new shape: a new buffer
+    assert x.dtype == F64 and not torch.equal(x, torch.ones(7, 3, dtype=F64))
+
+
+def test_remembered_plans_equal_fresh_ones():
+    lam = -torch.log(sigma_grid("logsnr", 12, 0.01, 50.0))
+    fresh = [p.tolist() for p in unipc_plan(lam, 3)]
+    assert list(fewstep._sampling_plan(unipc_plan, lam, 3)) == fresh
+    assert fewstep._sampling_plan(unipc_plan, lam, 3) is fewstep._sampling_plan(unipc_plan, lam, 3)
+    assert fewstep._sampling_plan(unipc_plan, lam, 2) != fresh
 
 
 def test_x_T_is_the_starting_noise():

@@ -20,13 +20,14 @@ grid: ``benchmarks/samplers.py --fit`` fits step schedules through the same code
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from .._utils import step_noise
+from .._utils import StepNoise
 from ..reverse import CountedScore
 from ..sde.base import AbstractSDE
 from ._hooks import StepHooks
@@ -57,7 +58,7 @@ class EDMContext:
         what: str,
     ) -> None:
         self.coeffs = MarginalCoefficients(sde, what)
-        self.score, self.grid, self.generator = score, grid, generator
+        self.score, self.grid, self.noise = score, grid, StepNoise(generator)
         self.m, self.s, self.c = (f(grid).tolist() for f in (self.coeffs.m, self.coeffs.s,
                                                              self.coeffs.c))  # fmt: skip
         self.sigma = [s / m for s, m in zip(self.s, self.m, strict=False)]
@@ -95,9 +96,6 @@ class EDMContext:
         x = xt if m == 1.0 and c == 0.0 else m * xt + c
         t_b = torch.full((xt.shape[0],), t, dtype=xt.dtype, device=xt.device)
         return torch.add(xt, self.score(x, t_b), alpha=s**2 / m)
-
-    def noise(self, x: Tensor) -> Tensor:
-        return step_noise(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
 
     def after_step(self, hooks: StepHooks, i: int, xt: Tensor) -> Tensor:
         """Hand ``x`` at ``t_{i+1}`` to the hooks (only when there are any)."""
@@ -248,9 +246,16 @@ def _combine(x: Tensor, coefs, terms) -> Tensor:
     return x
 
 
-def _rows(plan: Tensor):
-    """Plan rows as Python floats for the sampling loop, or tensors when the plan has a graph."""
+def _rows(plan: Tensor | list):
+    """Plan rows as Python floats for the sampling loop (a plan given as lists, by
+    :func:`_sampling_plan`, already is), or tensors when the plan has a graph."""
+    if isinstance(plan, list):
+        return plan
     return list(plan.unbind(0)) if plan.requires_grad else plan.tolist()
+
+
+def _has_graph(plan: Tensor | list) -> bool:
+    return isinstance(plan, Tensor) and plan.requires_grad
 
 
 def _slope(xt: Tensor, denoised: Tensor, sigma) -> Tensor:
@@ -261,13 +266,17 @@ def _slope(xt: Tensor, denoised: Tensor, sigma) -> Tensor:
 
 
 def ipndm_loop(
-    xt: Tensor, denoise: Denoiser, sigma: Tensor, W: Tensor, after: Callable | None = None
+    xt: Tensor,
+    denoise: Denoiser,
+    sigma: Tensor,
+    W: Tensor | list,
+    after: Callable | None = None,
 ) -> Tensor:
     """Run iPNDM from ``x̃_0`` with the plan ``W`` of :func:`ipndm_plan`; ``denoise(x̃, i)``
     is the denoiser at grid index ``i`` (returning a new tensor); ``after(i, x̃)`` runs after
     each step and returns the state to continue from."""
     sig, rows, slopes = _rows(sigma), _rows(W), []
-    xt = xt if W.requires_grad else xt.clone()  # updated in place from here on
+    xt = xt if _has_graph(W) else xt.clone()  # updated in place from here on
     for i in range(len(rows)):
         slopes = [_slope(xt, denoise(xt, i), sig[i]), *slopes][: len(rows[i])]
         xt = _combine(xt, rows[i], slopes)
@@ -277,12 +286,12 @@ def ipndm_loop(
 
 
 def unipc_loop(
-    xt: Tensor, denoise: Denoiser, plan: tuple[Tensor, ...], after: Callable | None = None
+    xt: Tensor, denoise: Denoiser, plan: tuple[Tensor | list, ...], after: Callable | None = None
 ) -> Tensor:
     """Run UniPC from ``x̃_0`` with the plan of :func:`unipc_plan`. The corrector reuses the
     evaluation at the predicted point, which is also the next step's history: one denoiser
     evaluation per step (none after the last step, which is not corrected)."""
-    grad = plan[0].requires_grad
+    grad = _has_graph(plan[0])
     a, P, C, c_new = (_rows(p) for p in plan)
     steps, order = len(a), len(P[0])
     xt = xt if grad else xt.clone()  # updated in place from here on
@@ -304,6 +313,19 @@ def unipc_loop(
 # --- Samplers on an EDMContext, as sample() calls them -------------------------------------
 
 
+def _sampling_plan(make: Callable, grid: Tensor, *args):
+    """``make(grid, *args)`` with its tensors as Python lists, remembered across calls: a plan
+    costs about a millisecond per step to build (small solves), as much as the steps' own
+    arithmetic at batch 2000, and a sampling loop over many batches uses the same grid."""
+    return _remembered_plan(make, tuple(grid.tolist()), *args)
+
+
+@functools.lru_cache(maxsize=64)
+def _remembered_plan(make: Callable, grid: tuple[float, ...], *args):
+    plan = make(torch.tensor(grid, dtype=F64), *args)
+    return plan.tolist() if isinstance(plan, Tensor) else tuple(p.tolist() for p in plan)
+
+
 def multistep_exponential(
     E: EDMContext, x: Tensor, hooks: StepHooks, *, order: int, eta: float = 0.0
 ) -> Tensor:
@@ -316,8 +338,7 @@ def multistep_exponential(
     reverse SDE (1), each exact for a constant denoiser."""
     kappa = 1.0 + eta
     lam = -torch.log(E.sigma_t)
-    a, W = exponential_plan(lam, order, kappa)
-    a, W = a.tolist(), W.tolist()
+    a, W = _sampling_plan(exponential_plan, lam, order, kappa)
     # σ' √(1 - e^{-2ηh}): the fresh noise over each step
     noise_scale = (E.sigma_t[1:] * torch.sqrt(-torch.expm1(-2 * eta * lam.diff()))).tolist()
     stochastic = eta > 0
@@ -326,7 +347,7 @@ def multistep_exponential(
         history = [E.denoise(xt, i), *history][:order]
         xt = _combine(xt.mul_(a[i]), W[i], history)
         if stochastic:
-            xt.add_(E.noise(xt), alpha=noise_scale[i])
+            E.noise.add_(xt, noise_scale[i])
         xt = E.after_step(hooks, i, xt)
     return E.from_edm(xt, E.steps)
 
@@ -373,7 +394,7 @@ def edm_churn(
     for i in range(E.steps):
         s, s_hat, s_next = E.sigma[i], hat[i], E.sigma[i + 1]
         if s_hat > s:
-            xt.add_(E.noise(xt), alpha=math.sqrt(s_hat**2 - s**2) * s_noise)
+            E.noise.add_(xt, math.sqrt(s_hat**2 - s**2) * s_noise)
             d = _slope(xt, E.denoise_at(xt, t_hat[i]), s_hat)
         else:
             d = _slope(xt, E.denoise(xt, i), s)
@@ -388,7 +409,7 @@ def ipndm(E: EDMContext, x: Tensor, hooks: StepHooks, *, order: int) -> Tensor:
     """Improved PNDM (Zhang & Chen 2023): Adams–Bashforth in ``σ`` on the slope
     ``ε̂ = (x̃ - D)/σ``, with exact variable-step weights (:func:`ipndm_plan`), the order
     growing from 1 to ``order`` as slopes accumulate; one denoiser evaluation per step."""
-    W = ipndm_plan(E.sigma_t, order)
+    W = _sampling_plan(ipndm_plan, E.sigma_t, order)
     after = (lambda i, xt: E.after_step(hooks, i, xt)) if hooks.active else None
     xt = ipndm_loop(E.to_edm(x, 0), E.denoise, E.sigma_t, W, after)
     return E.from_edm(xt, E.steps)
@@ -406,7 +427,7 @@ def unipc(E: EDMContext, x: Tensor, hooks: StepHooks, *, order: int | str) -> Te
     (see :func:`unipc_order`) from past denoiser values, then a corrector that reuses the
     evaluation at the predicted point (:func:`unipc_loop`); one denoiser evaluation per step."""
     order = unipc_order(E.steps, order)
-    plan = unipc_plan(-torch.log(E.sigma_t), order)
+    plan = _sampling_plan(unipc_plan, -torch.log(E.sigma_t), order)
     after = (lambda i, xt: E.after_step(hooks, i, xt)) if hooks.active else None
     xt = unipc_loop(E.to_edm(x, 0), E.denoise, plan, after)
     return E.from_edm(xt, E.steps)

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._utils import append_dims, step_noise
+from .._utils import StepNoise, add_scaled_, append_dims
 from ..reverse import CountedScore
 from ..sde.base import AbstractSDE
 from ._hooks import StepHooks
@@ -28,7 +28,11 @@ CORRECTORS = ("langevin", "ald", "none")
 
 class PCContext:
     """What the steps share: the SDE, the counted score, the grid, the noise source and, for a
-    linear SDE, its kernel coefficients at the grid times (float64, computed once)."""
+    linear SDE, its kernel coefficients at the grid times (float64, computed once).
+
+    The steps update the state ``x`` in place (:func:`pc_sample` hands them a copy it owns): on
+    CPU each fresh ``(batch, *event)`` tensor costs page faults about as dear as the arithmetic.
+    So every step asks for the score (and the drift) before it writes to ``x``."""
 
     def __init__(
         self,
@@ -37,7 +41,8 @@ class PCContext:
         grid: Tensor,
         generator: torch.Generator | None,
     ) -> None:
-        self.sde, self.score, self.grid, self.generator = sde, score, grid, generator
+        self.sde, self._score, self.grid = sde, score, grid
+        self.noise = StepNoise(generator)
         self.coeffs = None
         if getattr(sde, "has_marginal", False):
             c = MarginalCoefficients(sde, "the kernel-based predictors")
@@ -47,11 +52,25 @@ class PCContext:
     def time(self, i: int, x: Tensor) -> Tensor:
         return torch.full((x.shape[0],), float(self.grid[i]), dtype=x.dtype, device=x.device)
 
-    def noise(self, x: Tensor) -> Tensor:
-        return step_noise(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+    def score(self, x: Tensor, t: Tensor) -> Tensor:
+        out = self._score(x, t)
+        # A score that hands back its input (or a view of it) would change under the in-place
+        # update of x.
+        if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+            out = out.clone()
+        return out
 
 
-# Predictors: x at t_i -> x at t_{i+1}. ---------------------------------------------------------
+def _affine_(x: Tensor, a: float, b: float) -> Tensor:
+    """``x ← a x + b`` in place, skipping the identity parts (VE has ``a = 1``, ``b = 0``)."""
+    if a != 1.0:
+        x.mul_(a)
+    if b != 0.0:
+        x.add_(b)
+    return x
+
+
+# Predictors: x at t_i -> x at t_{i+1}, in place. -----------------------------------------------
 
 
 def euler_maruyama(P: PCContext, x: Tensor, i: int) -> Tensor:
@@ -59,7 +78,7 @@ def euler_maruyama(P: PCContext, x: Tensor, i: int) -> Tensor:
     t, h = P.time(i, x), float(P.grid[i] - P.grid[i + 1])
     g = append_dims(P.sde.diffusion(t), x.dim())
     drift = P.sde.drift(x, t) - g * g * P.score(x, t)
-    return x - drift * h + g * math.sqrt(h) * P.noise(x)
+    return P.noise.add_(x.sub_(drift, alpha=h), g * math.sqrt(h))
 
 
 def reverse_diffusion(P: PCContext, x: Tensor, i: int) -> Tensor:
@@ -72,17 +91,18 @@ def reverse_diffusion(P: PCContext, x: Tensor, i: int) -> Tensor:
     one it is Euler's, ``F = f h``, ``G = g √h``.
     """
     t = P.time(i, x)
+    score = P.score(x, t)
     if P.coeffs is not None:
         j = i + 1
         r = P.m[i] / P.m[j]
         G2 = max(P.s[i] ** 2 - (r * P.s[j]) ** 2, 0.0)
-        F = (r - 1) * x + (P.c[i] - r * P.c[j])
+        _affine_(x, 2 - r, -(P.c[i] - r * P.c[j]))  # x - F, F = (r - 1) x + (c_i - r c_{i+1})
     else:
         h = float(P.grid[i] - P.grid[i + 1])
-        F = P.sde.drift(x, t) * h
         G2 = append_dims(P.sde.diffusion(t) ** 2 * h, x.dim())
+        x.sub_(P.sde.drift(x, t) * h)
     G = G2**0.5 if isinstance(G2, float) else G2.sqrt()
-    return x - F + G2 * P.score(x, t) + G * P.noise(x)
+    return P.noise.add_(add_scaled_(x, score, G2), G)
 
 
 def ancestral(P: PCContext, x: Tensor, i: int) -> Tensor:
@@ -96,21 +116,24 @@ def ancestral(P: PCContext, x: Tensor, i: int) -> Tensor:
     """
     j = i + 1
     sig, sig_next = P.s[i] / P.m[i], P.s[j] / P.m[j]
-    xt = (x - P.c[i]) / P.m[i]
-    denoised = xt + sig * sig * P.m[i] * P.score(x, P.time(i, x))
     ratio = (sig_next / sig) ** 2
-    xt = denoised + ratio * (xt - denoised) + sig_next * math.sqrt(1 - ratio) * P.noise(x)
-    return P.m[j] * xt + P.c[j]
+    score = P.score(x, P.time(i, x))
+    xt = _affine_(x, 1 / P.m[i], -P.c[i] / P.m[i])
+    # D + ratio (x̃ - D) = x̃ + (1 - ratio) σ² m ∇log p
+    xt.add_(score, alpha=(1 - ratio) * sig * sig * P.m[i])
+    P.noise.add_(xt, sig_next * math.sqrt(1 - ratio))
+    return _affine_(xt, P.m[j], P.c[j])
 
 
-# Correctors: Langevin MCMC steps targeting p_t at t = t_j. -------------------------------------
+# Correctors: Langevin MCMC steps targeting p_t at t = t_j, in place. ---------------------------
 
 
 def _langevin_step(P: PCContext, x: Tensor, j: int, step) -> Tensor:
     """``x ← x + ε ∇log p_t(x) + √(2ε) z`` with a per-sample step ``ε = step(score, z)``."""
-    score, z = P.score(x, P.time(j, x)), P.noise(x)
+    score = P.score(x, P.time(j, x))
+    z = P.noise.draw(x)
     eps = append_dims(step(score, z), x.dim())
-    return x + eps * score + (2 * eps).sqrt() * z
+    return x.addcmul_(eps, score).addcmul_(z, (2 * eps).sqrt())
 
 
 def _snr_step(snr: float):
@@ -118,7 +141,8 @@ def _snr_step(snr: float):
         # Song et al. average the norms over the batch: per-sample ratios blow up in low
         # dimensions, where a sample near a mode has a score norm near zero.
         score_norm = score.flatten(1).norm(dim=1).mean()
-        eps = 2 * (snr * z.flatten(1).norm(dim=1).mean() / score_norm) ** 2
+        z_norm = torch.linalg.vector_norm(z.flatten(1), dim=1, dtype=score.dtype).mean()
+        eps = 2 * (snr * z_norm / score_norm) ** 2
         # An untrained, zero-initialised network returns exactly zero: skip the step.
         eps = torch.where(score_norm > 0, eps, torch.zeros_like(eps))
         return eps.expand(score.shape[0])
@@ -152,7 +176,8 @@ def hold(P: PCContext, x: Tensor, i: int) -> Tensor:
     if P.coeffs is None:
         return x
     j = i + 1
-    return (P.m[j] / P.m[i]) * (x - P.c[i]) + P.c[j]
+    a = P.m[j] / P.m[i]
+    return _affine_(x, a, P.c[j] - a * P.c[i])
 
 
 _PREDICTOR_FNS = {
@@ -175,12 +200,15 @@ def pc_sample(
     snr: float,
 ) -> Tensor:
     """Algorithm 2 of Song et al. (2021): for each step, predict ``t_i → t_{i+1}``, then correct
-    at ``t_{i+1}``; the hooks run after both."""
+    at ``t_{i+1}``; the hooks run after both. ``x`` is not modified: the steps update a copy."""
     predict = _PREDICTOR_FNS[predictor]
     correct = _CORRECTOR_FNS.get(corrector)
+    x = x.clone()
     for i in range(P.grid.numel() - 1):
         x = predict(P, x, i)
         if correct is not None and corrector_steps:
             x = correct(P, x, i + 1, corrector_steps, snr)
-        x = hooks(i, x)
+        if hooks.active:
+            # A copy: the callback may keep x, or return a tensor of its own.
+            x = hooks(i, x).clone()
     return x
