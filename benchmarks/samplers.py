@@ -20,8 +20,10 @@ batches give a noisy mean (5 batches: standard error 0.004 against a target of 0
 - stochastic samplers: sliced Wasserstein distance (``--projections`` random directions, W2 per
   direction from sorted samples) between the samples and as many exact samples of p_{t_min},
   next to the floor, the same distance between two independent exact sample sets;
-- the share of wall time spent outside the score (timed by wrapping the score), measured
-  separately at batch 2000 and 20 NFE on VE.
+- the time spent outside the score (timed by wrapping the score) and its share of the wall time,
+  measured separately at batch 2000 and 20 NFE on VE, in a fresh process for each of two
+  allocator settings (``ALLOCATORS``): with freed memory kept for reuse, where the score costs
+  its arithmetic, and with glibc's default, where page faults make the score about 4x slower.
 
 Prints Markdown tables and writes a log–log error-vs-NFE figure (``--figure``).
 Targets: path error ≤ 0.05 / 0.01 / 1e-3 at 10 / 20 / 50 NFE; stochastic SWD within 15% of the
@@ -29,6 +31,7 @@ floor at 20 NFE; time outside the score ≤ 15% at d = 64, batch 2000.
 
 Run:  python benchmarks/samplers.py            (batch 1000 × 20 batches, one thread; ~10 minutes)
       python benchmarks/samplers.py --all      (also ddim, dpmpp_2m, ode_rk4, euler)
+      python benchmarks/samplers.py --overhead-only   (only the time outside the score; ~1 minute)
       python benchmarks/samplers.py --fit      (refit sdegen/sampling/_schedules.py)
       python benchmarks/samplers.py --fit --fit-screen 500 --fit-methods unipc --fit-nfe 50 \
           --fit-iters 10 --fit-rounds 4          (the flip-aware 50-step fit; ~9 minutes)
@@ -164,24 +167,73 @@ def _se(values) -> float:
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
-def overhead(args, names) -> list[tuple[str, float, float]]:
-    """(method, wall s, share outside the score) at batch 2000, 20 NFE, VE; best of 3 runs."""
+# The two allocator settings the overhead is measured under (glibc reads these at start-up; other
+# allocators ignore them). The exact score allocates (batch, 8, 64) float64 temporaries, 8 MB
+# each: by default glibc hands such blocks back to the system once freed, and every call then
+# spends most of its time in page faults (about 20 ms a call against 4-5 ms of arithmetic), which
+# would hide the samplers' own cost. "cached" keeps freed memory for reuse, as the GPU's caching
+# allocator, jemalloc or tcmalloc do, so the score costs its arithmetic: the stricter test.
+ALLOCATORS = {
+    "cached": {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)},
+    "default": {},
+}
+OVERHEAD_REPEATS = 7
+
+
+def overhead(args, names) -> list[dict]:
+    """Per method, at batch 2000, 20 NFE, VE: median over OVERHEAD_REPEATS runs (methods
+    interleaved) of the time outside the score, the score's time per call and the share of the
+    wall time outside the score."""
     gm, sde = mixture(kind=args.mixture), problems()["VE"]
     exact = gm.score_fn(sde)
-    out = []
-    for name in names:
-        best = None
-        for rep in range(3):
+    runs = {name: [] for name in names}
+    for rep in range(OVERHEAD_REPEATS + 1):
+        for name in names:
             score = TimedScore(exact)
             gen = torch.Generator().manual_seed(rep)
             t0 = time.perf_counter()
-            sdegen.sample(sde, score, (2000, 64), method=name, nfe=20, generator=gen, dtype=F64)
+            res = sdegen.sample(
+                sde, score, (2000, 64), method=name, nfe=20, generator=gen, dtype=F64
+            )
             wall = time.perf_counter() - t0
-            share = 1 - score.seconds / wall
-            if best is None or share < best[2]:
-                best = (name, wall, share)
-        out.append(best)
-    return out
+            if rep:  # the first round warms up
+                runs[name].append((wall - score.seconds, score.seconds / res.nfe, wall))
+    med = statistics.median
+    return [
+        dict(
+            method=name, outside_ms=1e3 * med(r[0] for r in rs),
+            score_ms=1e3 * med(r[1] for r in rs), share=med(r[0] / r[2] for r in rs),
+        )
+        for name, rs in runs.items()
+    ]  # fmt: skip
+
+
+def overhead_tables(args, names) -> None:
+    """Run :func:`overhead` in a fresh process per allocator setting and print one table."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    results = {}
+    for key, env in ALLOCATORS.items():
+        cmd = [sys.executable, __file__, "--overhead-json", "--threads", str(args.threads),
+               "--mixture", args.mixture, "--methods", *names]  # fmt: skip
+        out = subprocess.run(cmd, env={**os.environ, **env}, check=True, capture_output=True)
+        results[key] = {r["method"]: r for r in json.loads(out.stdout)}
+    print(
+        f"\nTime outside the score, VE, 20 NFE, batch 2000; median of {OVERHEAD_REPEATS} runs "
+        "per allocator setting (see ALLOCATORS)"
+    )
+    print("\n| method | allocator | score per call (ms) | outside the score (ms) | share | ≤ 15% |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        for key in ALLOCATORS:
+            r = results[key][name]
+            print(
+                f"| `{name}` | {key} | {r['score_ms']:.1f} | {r['outside_ms']:.1f} | "
+                f"{100 * r['share']:.1f}% | {'yes' if r['share'] <= 0.15 else 'no'} |"
+            )
 
 
 def target(row) -> str:
@@ -250,6 +302,8 @@ def main():
     p.add_argument("--all", action="store_true", help="also ode_rk4, ddim, dpmpp_2m, euler")
     p.add_argument("--methods", nargs="*", help="only these methods")
     p.add_argument("--figure", default="samplers.png")
+    p.add_argument("--overhead-only", action="store_true", help="only the overhead table")
+    p.add_argument("--overhead-json", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--fit", action="store_true", help="fit the optimised schedules instead")
     p.add_argument("--fit-methods", nargs="*", default=["ipndm", "unipc"])
     p.add_argument("--fit-nfe", nargs="*", type=int, default=NFES)
@@ -271,13 +325,16 @@ def main():
     if args.all:
         det, sto = EXTRA_DETERMINISTIC + det, sto + EXTRA_STOCHASTIC
     names = args.methods or det + sto
-    rows = run(args, names)
-    table(rows, args)
-    print("\n| method (VE, 20 NFE, batch 2000) | wall (s) | outside the score |")
-    print("|---|---|---|")
-    for name, wall, share in overhead(args, names):
-        print(f"| `{name}` | {wall:.2f} | {100 * share:.0f}% |")
-    figure(rows, args.figure)
+    if args.overhead_json:
+        import json
+
+        return print(json.dumps(overhead(args, names)))
+    if not args.overhead_only:
+        rows = run(args, names)
+        table(rows, args)
+    overhead_tables(args, names)
+    if not args.overhead_only:
+        figure(rows, args.figure)
     print(f"total {time.perf_counter() - t0:.0f} s, threads {args.threads}")
 
 
