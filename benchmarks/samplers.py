@@ -40,8 +40,12 @@ Run:  python benchmarks/samplers.py            (batch 1000 × 20 batches, one th
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -210,11 +214,6 @@ def overhead(args, names) -> list[dict]:
 
 def overhead_tables(args, names) -> None:
     """Run :func:`overhead` in a fresh process per allocator setting and print one table."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     results = {}
     for key, env in ALLOCATORS.items():
         cmd = [sys.executable, __file__, "--overhead-json", "--threads", str(args.threads),
@@ -326,8 +325,6 @@ def main():
         det, sto = EXTRA_DETERMINISTIC + det, sto + EXTRA_STOCHASTIC
     names = args.methods or det + sto
     if args.overhead_json:
-        import json
-
         return print(json.dumps(overhead(args, names)))
     if not args.overhead_only:
         rows = run(args, names)
