@@ -63,9 +63,9 @@ class StepNoise:
     """The noise of a sampler's steps: the values :func:`step_noise` would draw from
     ``generator``, drawn into one buffer that every step reuses.
 
-    On CPU the steps are memory-bound: each fresh ``(batch, *event)`` tensor costs page faults
-    about as dear as the arithmetic, once the score's temporaries have been handed back to the
-    operating system. The buffer may be float32 for a float64 state; it is meant to be added
+    On CPU the steps are memory-bound: a fresh ``(batch, *event)`` tensor per draw can cost as
+    much as the draw's arithmetic (page faults, once freed memory has gone back to the operating
+    system). The buffer may be float32 for a float64 state; it is meant to be added
     into the state (``add_``/``addcmul_`` promote it exactly), and is overwritten by the next
     draw."""
 

@@ -63,6 +63,12 @@ class StepHooks:
             self.bar.update(1)
         return x
 
+    def owned(self, i: int, x: Tensor) -> Tensor:
+        """``hooks(i, x)`` for a loop that updates its state in place: a copy of the result, since
+        the callback may keep ``x`` or return a tensor of its own; ``x`` itself when there is
+        nothing to call."""
+        return self(i, x).clone() if self.active else x
+
     def trajectory(self) -> Tensor | None:
         if self.bar is not None:
             self.bar.close()

@@ -101,8 +101,7 @@ class EDMContext:
         """Hand ``x`` at ``t_{i+1}`` to the hooks (only when there are any)."""
         if not hooks.active:
             return xt
-        # A copy: the loops update the state in place, and it may be the callback's tensor.
-        return self.to_edm(hooks(i, self.from_edm(xt, i + 1)), i + 1).clone()
+        return self.to_edm(hooks.owned(i, self.from_edm(xt, i + 1)), i + 1)
 
 
 def lower_order(steps: int, i: int, order: int, lower_final: bool = True) -> int:

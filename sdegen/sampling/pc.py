@@ -31,8 +31,8 @@ class PCContext:
     linear SDE, its kernel coefficients at the grid times (float64, computed once).
 
     The steps update the state ``x`` in place (:func:`pc_sample` hands them a copy it owns): on
-    CPU each fresh ``(batch, *event)`` tensor costs page faults about as dear as the arithmetic.
-    So every step asks for the score (and the drift) before it writes to ``x``."""
+    CPU a fresh ``(batch, *event)`` tensor per operation can cost as much as the operation. So
+    every step asks for the score (and the drift) before it writes to ``x``."""
 
     def __init__(
         self,
@@ -208,7 +208,5 @@ def pc_sample(
         x = predict(P, x, i)
         if correct is not None and corrector_steps:
             x = correct(P, x, i + 1, corrector_steps, snr)
-        if hooks.active:
-            # A copy: the callback may keep x, or return a tensor of its own.
-            x = hooks(i, x).clone()
+        x = hooks.owned(i, x)
     return x
